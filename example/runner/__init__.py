@@ -1,0 +1,1 @@
+"""``python -m example``: the one command that runs the reference project."""

@@ -1,0 +1,1 @@
+"""The shop: every scenario of the seeds as models, tasks, JSON views and pages."""

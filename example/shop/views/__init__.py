@@ -1,0 +1,1 @@
+"""The example's views: a JSON API and a small page per scenario."""

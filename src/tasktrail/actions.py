@@ -1,0 +1,113 @@
+"""Operator actions on runs: cancel and retry. Each writes an audit entry.
+
+Cancel is durable: a waiting run (``READY``/``RETRYING``) is marked ``CANCELLED`` at
+once and its id goes into a cancellation set that every worker loads at start and
+follows live, so it never starts, even if no worker was online when it was cancelled
+(Celery's in-memory revoke alone forgets it: celery#8888). A ``RUNNING`` run is asked
+to stop: its next ``progress()``/``feed()`` raises ``RunCancelled``; ``terminate=True``
+also kills the process running it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from celery import current_app
+
+from .exceptions import RunNotFound, TasktrailError
+from .receivers import publish_context
+from .runs import Run, get_run
+from .status import Status
+from .transitions import ANY_ATTEMPT, apply, stamp
+
+
+class ActionRefused(TasktrailError):
+    """The action does not apply to the run in its current status."""
+
+
+def _actor_name(actor: Any) -> str:
+    if actor is None:
+        return "system"
+    return str(getattr(actor, "get_username", lambda: actor)())
+
+
+def _audit(run_id: str, action: str, actor: Any, address: str | None, **detail: Any) -> None:
+    from .models import AuditEntry
+
+    AuditEntry.objects.create(
+        run_id=run_id,
+        action=action,
+        actor=actor if getattr(actor, "pk", None) is not None else None,
+        actor_name=_actor_name(actor),
+        address=address or None,
+        detail=detail,
+    )
+
+
+def cancel(
+    run_id: str, *, actor: Any = None, address: str | None = None, terminate: bool = False
+) -> Run:
+    """Cancel a run; return it as it is now. Raises ``ActionRefused`` if it already ended."""
+    run = get_run(run_id)
+    if run.is_finished:
+        raise ActionRefused(f"Run {run_id} already ended ({run.status}); nothing to cancel.")
+    now = time.time()
+    who = _actor_name(actor)
+    applied = apply(
+        run_id,
+        "cancel",
+        attempt=ANY_ATTEMPT,
+        status=Status.CANCELLED,
+        fields={
+            "finished_at": stamp(now),
+            "cancel_requested_at": stamp(now),
+            "cancelled_by": who,
+            "error_type": "tasktrail.exceptions.RunCancelled",
+            "error_message": f"Cancelled by {who}.",
+        },
+        events=[
+            ("state", {"kind": "state", "run": run_id, "at": now, "reason": f"cancelled by {who}"})
+        ],
+        now=now,
+    )
+    if applied is None:
+        raise ActionRefused(f"Run {run_id} ended while it was being cancelled.")
+    # Celery's own revoke too: online workers drop it at once, and terminate kills it.
+    current_app.control.revoke(run_id, terminate=terminate, signal="SIGTERM")
+    _audit(run_id, "cancel", actor, address, status=run.status.value, terminate=terminate)
+    return get_run(run_id)
+
+
+def retry(run_id: str, *, actor: Any = None, address: str | None = None) -> Run:
+    """Run a finished (failed or cancelled) run again with its original arguments, as a
+    new run linked by ``retry_of``; return the new run."""
+    run = get_run(run_id)
+    if run.status not in (Status.FAILED, Status.CANCELLED):
+        raise ActionRefused(
+            f"Only failed or cancelled runs can be retried; {run_id} is {run.status}."
+        )
+    if run.arguments_incomplete:
+        raise ActionRefused(
+            f"Run {run_id}'s stored arguments were redacted or cut, so it cannot be replayed; "
+            "enqueue it again from your code."
+        )
+    context = {"retry_of": run_id}
+    if run.owner_id:
+        context["owner"] = run.owner_id
+    if run.team:
+        context["team"] = run.team
+    if run.subject:
+        context["subject"] = run.subject
+    token = publish_context.set(context)
+    try:
+        result = current_app.send_task(run.task, args=run.args or [], kwargs=run.kwargs or {})
+    finally:
+        publish_context.reset(token)
+    _audit(run_id, "retry", actor, address, new_run=result.id)
+    try:
+        return get_run(result.id)
+    except RunNotFound:
+        raise TasktrailError(
+            f"Retry of {run_id} was published as {result.id} but not recorded."
+        ) from None

@@ -1,0 +1,155 @@
+"""The ``TASKTRAIL`` settings namespace, read lazily so ``override_settings`` works."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings as django_settings
+
+
+@dataclass(frozen=True, kw_only=True)
+class Setting:
+    """One documented setting: its type(s), its default and what it is for."""
+
+    types: tuple[type, ...]
+    default: Any
+    help: str
+
+
+SETTINGS: dict[str, Setting] = {
+    "REDIS_URL": Setting(
+        types=(str,),
+        default=None,
+        help="Redis that holds the event log and the hot run records (required).",
+    ),
+    "REDIS_POOL_SIZE": Setting(
+        types=(int,),
+        default=8,
+        help="Redis connections each web process's event loop uses for commands (plus one "
+        "subscriber), however many streams are open.",
+    ),
+    "KEY_PREFIX": Setting(types=(str,), default="tasktrail", help="Prefix of every Redis key."),
+    "EXCLUDE_TASKS": Setting(
+        types=(list, tuple),
+        default=("celery.*",),
+        help="Task names (fnmatch patterns) that are not tracked.",
+    ),
+    "STREAM_MAXLEN": Setting(
+        types=(int,), default=10_000, help="Events kept in each run's stream."
+    ),
+    "SUBJECT_STREAM_MAXLEN": Setting(
+        types=(int,), default=10_000, help="Events kept in each subject's stream."
+    ),
+    "FIREHOSE_MAXLEN": Setting(
+        types=(int,), default=100_000, help="Events kept in the dashboard firehose."
+    ),
+    "STREAM_TTL": Setting(
+        types=(int,),
+        default=3600,
+        help="Seconds a finished run's stream and hot record stay in Redis (the database "
+        "keeps the record; clients can resume a stream for this long).",
+    ),
+    "KEEPALIVE_INTERVAL": Setting(
+        types=(int, float), default=15.0, help="Seconds between SSE keep-alive comments."
+    ),
+    "PROGRESS_INTERVAL": Setting(
+        types=(int, float),
+        default=0.005,
+        help="Least seconds between two progress events of one run (coalescing window).",
+    ),
+    "FLUSH_INTERVAL": Setting(
+        types=(int, float),
+        default=0.5,
+        help="Seconds between two database flushes of changed runs.",
+    ),
+    "FLUSH_DELAY": Setting(
+        types=(int, float),
+        default=0.5,
+        help="Seconds an unfinished run's change waits before it is due for the database "
+        "(a run that ends sooner is written once); an ended run is due at once.",
+    ),
+    "FLUSH_BATCH_SIZE": Setting(
+        types=(int,), default=500, help="Most runs written to the database in one statement."
+    ),
+    "FLUSH_IN_WORKER": Setting(
+        types=(bool,),
+        default=True,
+        help="Run the database flusher thread in every Celery worker's main process.",
+    ),
+    "HEARTBEAT_INTERVAL": Setting(
+        types=(int, float), default=10.0, help="Seconds between two heartbeats of a worker."
+    ),
+    "LOST_AFTER": Setting(
+        types=(int, float),
+        default=60.0,
+        help="Seconds without a heartbeat after which a worker's running runs count as lost.",
+    ),
+    "TOKEN_MAX_AGE": Setting(
+        types=(int,), default=3600, help="Seconds a signed per-run access token stays valid."
+    ),
+    "IDEMPOTENCY_TTL": Setting(
+        types=(int,),
+        default=7 * 24 * 3600,
+        help="Seconds Redis remembers an idempotency key (the database keeps it too).",
+    ),
+    "MAX_RESULT_BYTES": Setting(
+        types=(int,),
+        default=256 * 1024,
+        help="Largest JSON result stored; a larger one is replaced by a truncation marker.",
+    ),
+    "MAX_ARGUMENT_BYTES": Setting(
+        types=(int,),
+        default=64 * 1024,
+        help="Largest stored arguments (JSON); larger ones are replaced by a truncation marker.",
+    ),
+    "MAX_FEED_BYTES": Setting(
+        types=(int,), default=8 * 1024, help="Longest feed message; longer ones are truncated."
+    ),
+    "LIST_PAGE_SIZE": Setting(types=(int,), default=50, help="Runs per page of the list API."),
+    "RETENTION": Setting(
+        types=(dict,),
+        default={"default": 30},
+        help="Days finished runs are kept: {'default': days, 'task.name': days}; None: forever.",
+    ),
+    "PRUNE_INTERVAL": Setting(
+        types=(int, float, type(None)),
+        default=3600,
+        help="Seconds between two automatic prunes by celery beat; None registers no schedule.",
+    ),
+    "REDACT_ARGUMENTS": Setting(
+        types=(list, tuple),
+        default=("password", "secret", "token", "api_key", "authorization", "card"),
+        help="Argument names (substrings, any case) whose values are hidden before arguments "
+        "and feed lines are stored.",
+    ),
+    "METRICS_TOKEN": Setting(
+        types=(str, type(None)),
+        default=None,
+        help="When set, /metrics requires 'Authorization: Bearer <token>' (or a staff session).",
+    ),
+}
+
+
+class TasktrailSettings:
+    """Attribute access to ``settings.TASKTRAIL[...]`` with defaults, read on every access."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            setting = SETTINGS[name]
+        except KeyError:
+            raise AttributeError(f"tasktrail has no setting {name!r}") from None
+        user: dict[str, Any] = getattr(django_settings, "TASKTRAIL", {}) or {}
+        return user.get(name, setting.default)
+
+
+settings = TasktrailSettings()
+
+
+def reference_table() -> str:
+    """The settings as the Markdown table in docs/settings.md (a test keeps them equal)."""
+    rows = ["| Setting | Type | Default | What it is for |", "| --- | --- | --- | --- |"]
+    for name, setting in SETTINGS.items():
+        kinds = " or ".join("None" if t is type(None) else t.__name__ for t in setting.types)
+        rows.append(f"| `{name}` | {kinds} | `{setting.default!r}` | {setting.help} |")
+    return "\n".join(rows) + "\n"

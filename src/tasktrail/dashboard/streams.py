@@ -1,0 +1,87 @@
+"""Live updates for the dashboard: the firehose and one run's events, as SSE (staff only).
+
+Both reuse :func:`tasktrail.sse.event_stream`, so they resume with ``Last-Event-ID``
+(header, or ``?last_event_id=``) exactly like the public API's streams.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib.auth.models import AnonymousUser
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+
+from tasktrail import keys
+from tasktrail.access import is_staff
+from tasktrail.conf import settings
+from tasktrail.events import parse_id
+from tasktrail.runs import afind_run
+from tasktrail.sse import event_stream, sse_response
+
+
+async def _staff(request: HttpRequest) -> bool:
+    auser = getattr(request, "auser", None)
+    user: Any = await auser() if auser is not None else AnonymousUser()
+    return is_staff(user)
+
+
+def _last_event_id(request: HttpRequest) -> str | None:
+    value = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")
+    if not value:
+        return None
+    parse_id(value)  # ValueError on nonsense
+    return value
+
+
+def _refused(status: int, message: str) -> HttpResponse:
+    return HttpResponse(message, status=status, content_type="text/plain")
+
+
+async def firehose(request: HttpRequest) -> HttpResponseBase:
+    """Every run's events as they happen (the runs screen updates its rows from it)."""
+    if not await _staff(request):
+        return _refused(403, "Staff only.")
+    try:
+        last_id = _last_event_id(request)
+    except ValueError:
+        return _refused(400, "Malformed Last-Event-ID.")
+    stream = keys.firehose_stream()
+    return sse_response(
+        event_stream(
+            stream=stream,
+            channel=keys.channel(stream),
+            last_id=last_id,
+            opening=None,
+            stops=lambda frame: False,
+            keepalive=float(settings.KEEPALIVE_INTERVAL),
+        )
+    )
+
+
+async def run_events(request: HttpRequest, run_id: str) -> HttpResponseBase:
+    """One run's events: a ``state`` snapshot first (unless resuming), then live."""
+    if not await _staff(request):
+        return _refused(403, "Staff only.")
+    try:
+        last_id = _last_event_id(request)
+    except ValueError:
+        return _refused(400, "Malformed Last-Event-ID.")
+    run = await afind_run(run_id[:255])
+    if run is None:
+        return _refused(404, "No such run.")
+    stream = keys.run_stream(run.id)
+
+    async def opening() -> tuple[list[bytes], str | None, bool]:
+        body = json.dumps({"kind": "state", **run.as_json()}, separators=(",", ":"))
+        return [f"event: state\ndata: {body}\n\n".encode()], "0-0", run.is_finished
+
+    return sse_response(
+        event_stream(
+            stream=stream,
+            channel=keys.channel(stream),
+            last_id=last_id,
+            opening=opening,
+            keepalive=float(settings.KEEPALIVE_INTERVAL),
+        )
+    )

@@ -1,0 +1,28 @@
+"""Mount under any prefix: ``path("ops/", include("tasktrail.dashboard.urls"))``."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from . import actions, assets, schedules, streams, views
+
+app_name = "tasktrail-dashboard"
+
+urlpatterns = [
+    path("", views.overview, name="overview"),
+    path("assets/<str:name>", assets.asset, name="asset"),
+    path("runs/", views.runs, name="runs"),
+    path("runs/events/", streams.firehose, name="firehose"),
+    path("runs/<str:run_id>/", views.run_detail, name="run"),
+    path("runs/<str:run_id>/events/", streams.run_events, name="run-events"),
+    path("runs/<str:run_id>/retry/", actions.retry_run, name="retry"),
+    path("runs/<str:run_id>/cancel/", actions.cancel_run, name="cancel"),
+    path("failures/", views.failures, name="failures"),
+    path("bulk/<str:action>/", actions.bulk_confirm, name="bulk-confirm"),
+    path("bulk/<str:action>/apply/", actions.bulk_apply, name="bulk-apply"),
+    path("workers/", views.workers, name="workers"),
+    path("queues/", views.queues, name="queues"),
+    path("schedules/", schedules.schedules, name="schedules"),
+    path("schedules/run-now/", schedules.run_now, name="schedule-run-now"),
+    path("schedules/toggle/", schedules.toggle, name="schedule-toggle"),
+]

@@ -1,0 +1,76 @@
+"""While Redis is unreachable, state changes go straight to the database.
+
+The write is conditional like the Lua script's: a finished run never changes, and a
+signal from an earlier attempt is ignored. The version follows the clock, as in Redis,
+so the flusher never writes an older Redis record over it afterwards. Events are not
+lost either: ``transitions`` keeps them and replays them when Redis is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+
+from django.db import IntegrityError, router, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Greatest
+
+from .columns import partial_row
+from .status import FINISHED, Status
+
+logger = logging.getLogger("tasktrail")
+
+STATE_OPS = frozenset({"publish", "start", "retry", "finish", "cancel"})
+
+
+def write(
+    run_id: str,
+    op: str,
+    *,
+    attempt: int,
+    status: str,
+    fields: Mapping[str, str],
+    create: Mapping[str, str],
+    now: float,
+) -> None:
+    """Record one state change in the database; never raises (it logs)."""
+    from .models import TaskRun
+
+    if op not in STATE_OPS:
+        return
+    values = partial_row(fields)
+    if op == "publish":
+        values = {k: v for k, v in values.items() if k == "next_attempt_at"}
+        status = ""  # a re-publish only schedules the next attempt
+    if op == "cancel":
+        status = Status.CANCELLED
+    if status:
+        values["status"] = status
+    if attempt > 0:
+        values["attempts"] = Greatest(F("attempts"), Value(attempt))
+    version = int(now * 1_000_000)
+    alias = router.db_for_write(TaskRun)
+    try:
+        with transaction.atomic(using=alias):
+            changing = TaskRun.objects.using(alias).filter(pk=run_id).exclude(status__in=FINISHED)
+            if attempt > 0 and op != "start":
+                changing = changing.filter(attempts__lte=attempt)
+            updated = changing.update(**values, version=Greatest(F("version") + 1, Value(version)))
+            if not updated and not TaskRun.objects.using(alias).filter(pk=run_id).exists():
+                row = {**partial_row({"id": run_id, **create}), **partial_row(fields)}
+                row.update(status=status or Status.READY, attempts=max(attempt, 0), version=version)
+                row.setdefault(
+                    "enqueued_at", partial_row({"enqueued_at": repr(now)})["enqueued_at"]
+                )
+                TaskRun.objects.using(alias).create(**row)
+    except IntegrityError:
+        pass  # created meanwhile by the flusher: it holds at least this much
+    except Exception:
+        logger.exception(
+            "tasktrail: could not record %s of run %s in the database either", op, run_id
+        )
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,38 @@
+"""Names of tasktrail's Redis keys and pub/sub channels, in one place."""
+
+from __future__ import annotations
+
+from .conf import settings
+
+
+def prefix() -> str:
+    return str(settings.KEY_PREFIX)
+
+
+def run_hash(run_id: str) -> str:
+    return f"{prefix()}:run:{run_id}"
+
+
+def run_stream(run_id: str) -> str:
+    return f"{prefix()}:events:run:{run_id}"
+
+
+def subject_stream(subject: str) -> str:
+    return f"{prefix()}:events:subject:{subject}"
+
+
+def firehose_stream() -> str:
+    return f"{prefix()}:events:firehose"
+
+
+def dirty_set() -> str:
+    return f"{prefix()}:dirty"
+
+
+def idempotency(key: str) -> str:
+    return f"{prefix()}:idem:{key}"
+
+
+def channel(stream_key: str) -> str:
+    """The wake-up channel of an event stream: its key with ``events`` -> ``ch``."""
+    return stream_key.replace(":events:", ":ch:", 1)

@@ -1,0 +1,126 @@
+-- One transition of one run, atomically: check that it may happen, update the
+-- hot record, append its events to the run, subject and firehose streams, mark
+-- the run for the database flusher and wake the web processes.
+--
+-- KEYS[1] run hash   KEYS[2] run stream   KEYS[3] firehose   KEYS[4] dirty zset
+-- KEYS[5] the parent run's hash (a new run inherits its owner, team and subject)
+-- ARGV[1] run id     ARGV[2] op (publish|start|retry|finish|cancel|progress|feed)
+-- ARGV[3] attempt    ARGV[4] status to set ('' = unchanged)   ARGV[5] now (epoch s)
+-- ARGV[6] fields to set (JSON object)   ARGV[7] fields set only when missing (JSON)
+-- ARGV[8] events (JSON array of [kind, data as a JSON string])   ARGV[9] key prefix
+-- ARGV[10] run stream maxlen  ARGV[11] subject maxlen  ARGV[12] firehose maxlen
+-- ARGV[13] ttl after finish (s)   ARGV[14] flush delay of unfinished runs (s)
+-- Returns {event ids, cancel requested (0/1)}, or false when refused.
+
+local FINISHED = {SUCCESSFUL = true, FAILED = true, CANCELLED = true}
+local op = ARGV[2]
+local attempt = tonumber(ARGV[3])
+local status = ARGV[4]
+
+local cur = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'worker', 'cancel_requested_at')
+local exists = cur[1] ~= false
+local attempts = tonumber(cur[2] or '0') or 0
+
+if exists and FINISHED[cur[1]] then return false end
+if op == 'progress' or op == 'feed' then
+  if exists and attempt < attempts then return false end
+  -- No record: Redis restarted empty under a running task. Start it over (the
+  -- database row holds the rest; reads merge the two).
+  if not exists then status = 'RUNNING' end
+elseif op == 'cancel' then
+  if not exists then return false end
+  -- A running attempt is asked to stop (cooperatively); a waiting one ends now.
+  if cur[1] == 'RUNNING' then status = '' end
+elseif op == 'publish' then
+  if exists then
+    -- A re-publish of a known run is Celery scheduling its next attempt.
+    if cur[1] == 'RUNNING' or cur[1] == 'RETRYING' then status = 'RETRYING' else status = '' end
+  end
+elseif attempt >= 0 and attempt < attempts then
+  return false -- a late signal from an earlier attempt
+end
+
+local fields = cjson.decode(ARGV[6])
+local create = cjson.decode(ARGV[7])
+local flat = {}
+if not exists and create['owner'] == nil then
+  local inherited = redis.call('HMGET', KEYS[5], 'owner', 'team', 'subject')
+  if inherited[1] then create['owner'] = inherited[1] end
+  if inherited[2] then create['team'] = inherited[2] end
+  if inherited[3] then create['subject'] = inherited[3] end
+end
+for k, v in pairs(create) do
+  if redis.call('HEXISTS', KEYS[1], k) == 0 then flat[#flat + 1] = k; flat[#flat + 1] = v end
+end
+local apply = fields
+if op == 'publish' and exists then apply = {next_attempt_at = fields['next_attempt_at']} end
+if op == 'cancel' and status == '' then apply = {cancel_requested_at = fields['cancel_requested_at'], cancelled_by = fields['cancelled_by']} end
+for k, v in pairs(apply) do flat[#flat + 1] = k; flat[#flat + 1] = v end
+if status ~= '' then flat[#flat + 1] = 'status'; flat[#flat + 1] = status end
+if attempt > attempts then flat[#flat + 1] = 'attempts'; flat[#flat + 1] = tostring(attempt) end
+if #flat > 0 then redis.call('HSET', KEYS[1], unpack(flat)) end
+-- Versions order the flusher's writes. They follow the clock (microseconds) so they
+-- keep increasing even when Redis restarts empty and a run's record starts over.
+local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0') or 0
+redis.call('HSET', KEYS[1], 'version', string.format('%d', math.max(version + 1, math.floor(tonumber(ARGV[5]) * 1000000))))
+
+local meta = redis.call('HMGET', KEYS[1], 'subject', 'owner', 'team', 'status', 'attempts')
+local subject, owner, team = meta[1], meta[2] or '', meta[3] or ''
+local prefix = ARGV[9]
+local subject_key = false
+if subject and subject ~= '' then subject_key = prefix .. ':events:subject:' .. subject end
+
+local ids = {}
+for _, ev in ipairs(cjson.decode(ARGV[8])) do
+  local kind, body = ev[1], ev[2]
+  if kind == 'state' then
+    -- The status is the one this script settled on, not the caller's guess.
+    local data = cjson.decode(body)
+    data['status'] = meta[4]
+    data['attempts'] = tonumber(meta[5] or '0')
+    body = cjson.encode(data)
+  end
+  local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[10], '*', 'kind', kind, 'data', body)
+  ids[#ids + 1] = id
+  redis.call('PUBLISH', prefix .. ':ch:run:' .. ARGV[1], id .. '\31' .. kind .. '\31' .. body)
+  if subject_key then
+    local sid = redis.call('XADD', subject_key, 'MAXLEN', '~', ARGV[11], '*',
+      'kind', kind, 'data', body, 'owner', owner, 'team', team)
+    redis.call('EXPIRE', subject_key, ARGV[13])
+    redis.call('PUBLISH', prefix .. ':ch:subject:' .. subject,
+      sid .. '\31' .. kind .. '\31' .. body .. '\31' .. owner .. '\31' .. team)
+  end
+  local fid = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[12], '*',
+    'kind', kind, 'data', body, 'owner', owner, 'team', team)
+  redis.call('PUBLISH', prefix .. ':ch:firehose',
+    fid .. '\31' .. kind .. '\31' .. body .. '\31' .. owner .. '\31' .. team)
+end
+
+-- Which runs each worker is executing, for detecting runs lost with their worker.
+local active = prefix .. ':active:'
+if op == 'start' then
+  if cur[3] and cur[3] ~= '' then redis.call('SREM', active .. cur[3], ARGV[1]) end
+  if fields['worker'] and fields['worker'] ~= '' then redis.call('SADD', active .. fields['worker'], ARGV[1]) end
+elseif (op == 'retry' or FINISHED[meta[4]]) and cur[3] and cur[3] ~= '' then
+  redis.call('SREM', active .. cur[3], ARGV[1])
+end
+if op == 'cancel' then
+  redis.call('ZADD', prefix .. ':cancels', ARGV[5], ARGV[1])
+  redis.call('PUBLISH', prefix .. ':ch:cancels', ARGV[1])
+end
+
+-- Due for the flusher: at once when the run ends, after a short delay otherwise, so a
+-- quick run is written once instead of at every step. LT also pulls a run that a
+-- flusher has leased back to due when it changes again.
+local due = tonumber(ARGV[5])
+if not FINISHED[meta[4]] then due = due + tonumber(ARGV[14]) end
+redis.call('ZADD', KEYS[4], 'LT', string.format('%.6f', due), ARGV[1])
+if FINISHED[meta[4]] then
+  -- A durable count of finished runs by task and status (Prometheus counters).
+  redis.call('HINCRBY', prefix .. ':stats:finished', (redis.call('HGET', KEYS[1], 'task') or '') .. '|' .. meta[4], 1)
+  redis.call('EXPIRE', KEYS[1], ARGV[13])
+  redis.call('EXPIRE', KEYS[2], ARGV[13])
+end
+local cancel = 0
+if redis.call('HEXISTS', KEYS[1], 'cancel_requested_at') == 1 then cancel = 1 end
+return {ids, cancel}

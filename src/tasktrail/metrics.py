@@ -1,0 +1,201 @@
+"""Prometheus metrics, computed at scrape time from the database and Redis.
+
+Nothing is counted in process memory, so the numbers survive restarts of web
+processes and workers (unlike Flower's, flower#542). Needs the ``prometheus``
+extra: ``pip install "django-tasktrail[prometheus]"``. Mount the view with
+``path("metrics", tasktrail.metrics.metrics_view)``. The names and their Flower
+equivalents are listed in docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+
+from .access import is_staff
+from .conf import settings
+from .status import FINISHED, Status
+
+INSTALL = 'pip install "django-tasktrail[prometheus]"'
+RECENT = timedelta(hours=1)
+DAY = timedelta(days=1)
+HISTOGRAM_ROWS = 50_000
+BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+LOST_ERROR = "tasktrail.exceptions.WorkerLost"
+
+
+def _prometheus() -> Any:
+    try:
+        import prometheus_client
+    except ImportError:
+        raise ImproperlyConfigured(
+            f"tasktrail's /metrics needs prometheus-client: {INSTALL}"
+        ) from None
+    return prometheus_client
+
+
+def _histogram(name: str, doc: str, samples: dict[str, list[float]]) -> Any:
+    from prometheus_client.core import HistogramMetricFamily
+
+    family = HistogramMetricFamily(name, doc, labels=["task"])
+    for task, values in sorted(samples.items()):
+        buckets = [(str(bound), float(sum(1 for v in values if v <= bound))) for bound in BUCKETS]
+        buckets.append(("+Inf", float(len(values))))
+        family.add_metric([task], buckets, sum_value=sum(values))
+    return family
+
+
+class RunCollector:
+    """A prometheus_client collector reading the durable store on each scrape."""
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        from . import stats
+        from .models import TaskRun
+        from .workers import list_workers
+
+        now = timezone.now()
+        recent = now - RECENT
+        by_task = GaugeMetricFamily(
+            "tasktrail_runs_last_hour",
+            "Runs enqueued in the last hour, by task and current status.",
+            labels=["task", "status"],
+        )
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        runtimes: dict[str, list[float]] = defaultdict(list)
+        waits: dict[str, list[float]] = defaultdict(list)
+        rows = TaskRun.objects.filter(enqueued_at__gte=recent).values_list(
+            "task", "status", "enqueued_at", "started_at", "finished_at"
+        )
+        for task, status, enqueued, started, finished in rows.order_by()[:HISTOGRAM_ROWS]:
+            counts[(task, status)] += 1
+            if started is not None:
+                waits[task].append(max(0.0, (started - enqueued).total_seconds()))
+            if status in FINISHED and started is not None and finished is not None:
+                runtimes[task].append(max(0.0, (finished - started).total_seconds()))
+        for (task, status), count in sorted(counts.items()):
+            by_task.add_metric([task, status], count)
+        yield by_task
+
+        by_status = GaugeMetricFamily(
+            "tasktrail_runs_last_day",
+            "Runs enqueued in the last 24 hours, by current status (capped at 100000).",
+            labels=["status"],
+        )
+        for item in stats.status_counts(now - DAY):
+            by_status.add_metric([item.status.value], item.count)
+        yield by_status
+
+        yield _histogram(
+            "tasktrail_run_runtime_seconds",
+            "Run time (start to finish) of runs enqueued in the last hour, by task.",
+            runtimes,
+        )
+        yield _histogram(
+            "tasktrail_run_wait_seconds",
+            "Time from enqueue to start of runs enqueued in the last hour, by task.",
+            waits,
+        )
+
+        workers = list_workers()
+        yield from _worker_families(workers)
+        yield from _queue_families(stats.queue_overview(workers), now)
+
+        lost = GaugeMetricFamily(
+            "tasktrail_runs_lost_last_day",
+            "Runs failed in the last 24 hours because their worker stopped heartbeating.",
+        )
+        lost.add_metric(
+            [],
+            TaskRun.objects.filter(
+                status=Status.FAILED, enqueued_at__gte=now - DAY, error_type=LOST_ERROR
+            ).count(),
+        )
+        yield lost
+        online = {w.hostname for w in workers if w.online}
+        running = TaskRun.objects.filter(status=Status.RUNNING).values_list("worker", flat=True)
+        stuck = GaugeMetricFamily(
+            "tasktrail_runs_stuck",
+            "Runs recorded as RUNNING on a worker that is not online.",
+        )
+        stuck.add_metric([], sum(1 for worker in running[:10_000] if worker not in online))
+        yield stuck
+
+
+def _worker_families(workers: list[Any]) -> Iterator[Any]:
+    from prometheus_client.core import GaugeMetricFamily
+
+    online = GaugeMetricFamily(
+        "tasktrail_worker_online", "1 if the worker heartbeats, else 0.", labels=["worker"]
+    )
+    executing = GaugeMetricFamily(
+        "tasktrail_worker_number_of_currently_executing_tasks",
+        "Runs the worker is executing now.",
+        labels=["worker"],
+    )
+    concurrency = GaugeMetricFamily(
+        "tasktrail_worker_concurrency", "Pool size of the worker.", labels=["worker"]
+    )
+    for worker in workers:
+        online.add_metric([worker.hostname], 1 if worker.online else 0)
+        executing.add_metric([worker.hostname], len(worker.active_runs))
+        concurrency.add_metric([worker.hostname], worker.concurrency)
+    yield from (online, executing, concurrency)
+
+
+def _queue_families(queues: list[Any], now: Any) -> Iterator[Any]:
+    from prometheus_client.core import GaugeMetricFamily
+
+    depth = GaugeMetricFamily(
+        "tasktrail_queue_depth", "Messages waiting in the broker queue.", labels=["queue"]
+    )
+    age = GaugeMetricFamily(
+        "tasktrail_queue_oldest_ready_age_seconds",
+        "Age of the oldest READY run of the queue (0 when none waits).",
+        labels=["queue"],
+    )
+    for queue in queues:
+        if queue.depth is not None:
+            depth.add_metric([queue.name], queue.depth)
+        age.add_metric([queue.name], queue.oldest_age(now) or 0.0)
+    yield from (depth, age)
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text and its content type."""
+    prometheus = _prometheus()
+    registry = prometheus.CollectorRegistry(auto_describe=False)
+    registry.register(RunCollector())
+    return prometheus.generate_latest(registry), prometheus.CONTENT_TYPE_LATEST
+
+
+def _allowed(request: HttpRequest) -> bool:
+    token = settings.METRICS_TOKEN
+    if not token:
+        return True
+    given = request.headers.get("Authorization", "")
+    if given.startswith("Bearer ") and hmac.compare_digest(given[7:], str(token)):
+        return True
+    return is_staff(getattr(request, "user", None))
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """``GET /metrics``: the Prometheus text format."""
+    if request.method not in ("GET", "HEAD"):
+        return HttpResponse(status=405, headers={"Allow": "GET, HEAD"})
+    if not _allowed(request):
+        return HttpResponse(
+            "Send 'Authorization: Bearer <TASKTRAIL METRICS_TOKEN>'.\n",
+            status=401,
+            content_type="text/plain",
+        )
+    body, content_type = render()
+    return HttpResponse(body, content_type=content_type)

@@ -1,0 +1,116 @@
+"""The durable record: one row per run, written behind Redis in batches."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from .status import Status
+
+
+class TaskRun(models.Model):
+    """One enqueued invocation of a Celery task, across all its attempts.
+
+    Rows are written by the flusher (``tasktrail.flusher``), never by request code:
+    treat this model as read-only and go through ``tasktrail``'s API to change runs.
+    """
+
+    id = models.CharField(primary_key=True, max_length=255, help_text="The Celery task id.")
+    task = models.CharField(max_length=255)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.READY)
+    queue = models.CharField(max_length=255, blank=True, default="")
+    worker = models.CharField(max_length=255, blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0)
+
+    progress_current = models.FloatField(null=True, blank=True)
+    progress_total = models.FloatField(null=True, blank=True)
+    progress_message = models.TextField(blank=True, default="")
+
+    args = models.JSONField(null=True, blank=True)
+    kwargs = models.JSONField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error_type = models.CharField(max_length=255, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    error_traceback = models.TextField(blank=True, default="")
+
+    enqueued_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    last_attempted_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+
+    # No database constraint: the flusher may write a run whose owner was just deleted.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        db_constraint=False,
+        related_name="+",
+    )
+    team = models.CharField(max_length=255, blank=True, default="")
+    subject = models.CharField(max_length=255, blank=True, default="")
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    parent_id = models.CharField(max_length=255, blank=True, default="")
+    root_id = models.CharField(max_length=255, blank=True, default="")
+    group_id = models.CharField(max_length=255, blank=True, default="")
+
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    cancelled_by = models.CharField(max_length=255, blank=True, default="")
+    retry_of = models.CharField(max_length=255, blank=True, default="")
+    # Some argument was redacted or cut on the way in: the run cannot be replayed as is.
+    arguments_incomplete = models.BooleanField(default=False)
+
+    # Incremented by every change in Redis; the flusher only writes newer versions.
+    version = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "task run"
+        indexes = [
+            models.Index(fields=["-enqueued_at", "-id"], name="tasktrail_recent"),
+            models.Index(fields=["status", "-enqueued_at"], name="tasktrail_status"),
+            models.Index(fields=["task", "-enqueued_at"], name="tasktrail_task"),
+            models.Index(fields=["owner", "-enqueued_at"], name="tasktrail_owner"),
+            models.Index(fields=["subject", "-enqueued_at"], name="tasktrail_subject"),
+            models.Index(fields=["root_id"], name="tasktrail_root"),
+            models.Index(fields=["group_id"], name="tasktrail_group"),
+            models.Index(fields=["queue", "status", "enqueued_at"], name="tasktrail_queue"),
+            models.Index(fields=["status", "finished_at"], name="tasktrail_finished"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task} {self.id} ({self.status})"
+
+
+class AuditEntry(models.Model):
+    """One operator action on a run (cancel, retry): who, when, from where."""
+
+    class Action(models.TextChoices):
+        CANCEL = "cancel", "Cancel"
+        RETRY = "retry", "Retry"
+        RUN_NOW = "run_now", "Run schedule now"
+        PAUSE = "pause", "Pause schedule"
+        RESUME = "resume", "Resume schedule"
+
+    run_id = models.CharField(max_length=255, db_index=True)
+    action = models.CharField(max_length=16, choices=Action.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        db_constraint=False,
+        related_name="+",
+    )
+    actor_name = models.CharField(max_length=255, blank=True, default="")
+    address = models.GenericIPAddressField(null=True, blank=True)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        verbose_name = "audit entry"
+        verbose_name_plural = "audit entries"
+        ordering = ("-at",)
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.run_id} by {self.actor_name or 'system'}"

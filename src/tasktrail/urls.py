@@ -1,0 +1,28 @@
+"""Mount under any prefix: ``path("tasks/", include("tasktrail.urls"))``."""
+
+from __future__ import annotations
+
+from django.apps import apps
+from django.core import checks
+from django.urls import URLPattern, path, re_path
+
+from .checks import check_installed
+
+app_name = "tasktrail"
+urlpatterns: list[URLPattern] = []
+
+if apps.is_installed("tasktrail"):
+    from . import views
+
+    urlpatterns = [
+        path("", views.run_list, name="run-list"),
+        path("subjects/<str:subject>/events/", views.subject_events, name="subject-events"),
+        path("<str:run_id>/", views.run_detail, name="run-detail"),
+        path("<str:run_id>/events/", views.run_events, name="run-events"),
+        path("<str:run_id>/cancel/", views.run_cancel, name="run-cancel"),
+        path("<str:run_id>/retry/", views.run_retry, name="run-retry"),
+        re_path(r"^(?P<rest>.*)$", views.not_found_view),
+    ]
+else:
+    # Importing the views would fail on the models; say how to fix it instead.
+    checks.register(check_installed, "tasktrail")

@@ -1,0 +1,276 @@
+"""The HTTP API: run status, run events (SSE), subject events (SSE) and the run list.
+
+Every view is async (streams need an ASGI server; the JSON views also work under
+WSGI). Invisible and unknown runs are both 404; bad input is a 4xx with JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import redis
+from asgiref.sync import sync_to_async
+from django.contrib.auth.models import AnonymousUser
+from django.http import HttpRequest, HttpResponseBase, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.views.decorators.csrf import csrf_exempt
+
+from . import actions, keys
+from .access import can_view, can_view_event, is_staff
+from .conf import settings
+from .connection import get_async_redis
+from .enqueueing import subject_label
+from .events import Frame, parse_id
+from .http import accepted, allow, error, not_found, run_urls
+from .models import TaskRun
+from .pagination import BadCursor, page
+from .records import RunData, decode_hash, fields_from_hash, fields_from_model
+from .runs import Run, afind_run
+from .sse import event_stream, read_tail, sse_response
+from .status import Status
+
+SUBJECT_REPLAY = 500
+
+
+async def _user(request: HttpRequest) -> Any:
+    auser = getattr(request, "auser", None)
+    return await auser() if auser is not None else AnonymousUser()
+
+
+def _valid_id(run_id: str) -> bool:
+    try:
+        uuid.UUID(run_id)
+    except ValueError:
+        return False
+    return len(run_id) <= 36
+
+
+def _token(request: HttpRequest) -> str | None:
+    return request.GET.get("token") or None
+
+
+def _run_json(run: RunData, request: HttpRequest) -> dict[str, Any]:
+    return {**run.as_json(), **run_urls(run.id, request, _token(request))}
+
+
+async def _visible_run(request: HttpRequest, run_id: str) -> Run | HttpResponseBase:
+    if not _valid_id(run_id):
+        return error(400, "Malformed run id: expected a UUID.")
+    run = await afind_run(run_id)
+    if run is None or not can_view(await _user(request), run, _token(request)):
+        return not_found()
+    return run
+
+
+@allow("GET", "HEAD")
+async def run_detail(request: HttpRequest, run_id: str) -> HttpResponseBase:
+    run = await _visible_run(request, run_id)
+    if isinstance(run, HttpResponseBase):
+        return run
+    return JsonResponse(_run_json(run, request))
+
+
+def _last_event_id(request: HttpRequest) -> str | HttpResponseBase | None:
+    value = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")
+    if not value:
+        return None
+    try:
+        parse_id(value)
+    except ValueError:
+        return error(
+            400, "Malformed Last-Event-ID: expected an event id such as '1700000000000-0'."
+        )
+    return value
+
+
+@allow("GET")
+async def run_events(request: HttpRequest, run_id: str) -> HttpResponseBase:
+    run = await _visible_run(request, run_id)
+    if isinstance(run, HttpResponseBase):
+        return run
+    last_id = _last_event_id(request)
+    if isinstance(last_id, HttpResponseBase):
+        return last_id
+    stream = keys.run_stream(run_id)
+
+    async def opening() -> tuple[list[bytes], str | None, bool]:
+        snapshot, last = run, "0-0"
+        try:
+            pipe = get_async_redis().pipeline(transaction=True)
+            pipe.hgetall(keys.run_hash(run_id))
+            pipe.xrevrange(stream, count=1)
+            raw, tail = await pipe.execute()
+            if raw:
+                snapshot = Run(**fields_from_hash(decode_hash(raw)))
+            if tail:
+                last = tail[0][0].decode()
+        except redis.RedisError:
+            pass  # the database's view, then the stream ends and the client retries
+        body = json.dumps({"kind": "state", **_run_json(snapshot, request)}, separators=(",", ":"))
+        frame = f"id: {last}\nevent: state\ndata: {body}\n\n".encode()
+        return [frame], last, snapshot.is_finished
+
+    return sse_response(
+        event_stream(
+            stream=stream,
+            channel=keys.channel(stream),
+            last_id=last_id,
+            opening=opening,
+            keepalive=float(settings.KEEPALIVE_INTERVAL),
+            over=run.is_finished,
+        )
+    )
+
+
+@allow("GET")
+async def subject_events(request: HttpRequest, subject: str) -> HttpResponseBase:
+    """Events of every run about one subject (``crawl:<uuid>``) that the user may see."""
+    try:
+        label = subject_label(subject)
+    except ValueError as exc:
+        return error(400, str(exc))
+    user = await _user(request)
+    if not getattr(user, "is_authenticated", False):
+        return error(404, "No such subject.")
+    last_id = _last_event_id(request)
+    if isinstance(last_id, HttpResponseBase):
+        return last_id
+    stream = keys.subject_stream(label)
+
+    def visible(frame: Frame) -> bool:
+        return can_view_event(user, frame.owner)
+
+    async def opening() -> tuple[list[bytes], str | None, bool]:
+        frames = await read_tail(stream, SUBJECT_REPLAY)
+        last = frames[-1].id if frames else "0-0"
+        return [f.sse for f in frames if visible(f)], last, False
+
+    return sse_response(
+        event_stream(
+            stream=stream,
+            channel=keys.channel(stream),
+            last_id=last_id,
+            opening=opening,
+            visible=visible,
+            stops=lambda frame: False,
+            keepalive=float(settings.KEEPALIVE_INTERVAL),
+        )
+    )
+
+
+def _list_page(user: Any, params: dict[str, str]) -> tuple[list[TaskRun], str | None]:
+    queryset = TaskRun.objects.all()
+    if not is_staff(user):
+        queryset = queryset.filter(owner_id=user.pk)
+    if params.get("status"):
+        queryset = queryset.filter(status=params["status"])
+    if params.get("task"):
+        queryset = queryset.filter(task=params["task"])
+    if params.get("subject"):
+        queryset = queryset.filter(subject=params["subject"])
+    return page(queryset, params.get("cursor"), int(params["limit"]))
+
+
+@allow("GET", "HEAD")
+async def run_list(request: HttpRequest) -> HttpResponseBase:
+    """Runs the user may see, newest first; filters ``status``, ``task``, ``subject``."""
+    params = {
+        k: request.GET[k] for k in ("status", "task", "subject", "cursor") if request.GET.get(k)
+    }
+    if "status" in params and params["status"] not in Status.values:
+        return error(400, f"Unknown status; use one of {', '.join(Status.values)}.")
+    limit = request.GET.get("limit", str(settings.LIST_PAGE_SIZE))
+    if not (limit.isascii() and limit.isdecimal()) or not 1 <= int(limit) <= 200:
+        return error(400, "limit must be a whole number from 1 to 200.")
+    params["limit"] = limit
+    user = await _user(request)
+    if not getattr(user, "is_authenticated", False):
+        return JsonResponse({"results": [], "next": None})
+    try:
+        rows, cursor = await sync_to_async(_list_page)(user, params)
+    except BadCursor as exc:
+        return error(400, str(exc))
+    results = [_run_json(Run(**fields_from_model(row)), request) for row in rows]
+    following = None
+    if cursor:
+        query = request.GET.copy()
+        query["cursor"] = cursor
+        following = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+    return JsonResponse({"results": results, "next": following})
+
+
+def _can_act(user: Any, run: RunData) -> bool:
+    """Cancel and retry: the owner or staff (a read token is not enough)."""
+    owner = run.owner_id
+    return is_staff(user) or (
+        getattr(user, "is_authenticated", False) and owner is not None and str(user.pk) == owner
+    )
+
+
+async def _actionable(request: HttpRequest, run_id: str) -> tuple[Run, Any] | HttpResponseBase:
+    if (refused := _csrf_failure(request)) is not None:
+        return refused
+    if not _valid_id(run_id):
+        return error(400, "Malformed run id: expected a UUID.")
+    run = await afind_run(run_id)
+    user = await _user(request)
+    if run is None or not can_view(user, run, _token(request)):
+        return not_found()
+    if not _can_act(user, run):
+        return error(403, "Only the run's owner or staff may do this.")
+    return run, user
+
+
+class _CsrfCheck(CsrfViewMiddleware):
+    def _reject(self, request: HttpRequest, reason: str) -> Any:
+        return reason  # the reason, not Django's HTML page
+
+
+def _csrf_failure(request: HttpRequest) -> HttpResponseBase | None:
+    """Django's CSRF check, answered in JSON like every other error of this API."""
+    check = _CsrfCheck(lambda request: HttpResponseBase())
+    check.process_request(request)
+    reason = check.process_view(request, lambda request: HttpResponseBase(), (), {})
+    return None if reason is None else error(403, f"CSRF check failed: {reason}")
+
+
+@csrf_exempt  # checked inside, so that a failure is JSON
+@allow("POST")
+async def run_cancel(request: HttpRequest, run_id: str) -> HttpResponseBase:
+    """Cancel: a waiting run never starts; a running one is asked to stop
+    (``?terminate=1`` also kills its process)."""
+    found = await _actionable(request, run_id)
+    if isinstance(found, HttpResponseBase):
+        return found
+    run, user = found
+    terminate = request.GET.get("terminate") in ("1", "true")
+    try:
+        after = await sync_to_async(actions.cancel)(
+            run.id, actor=user, address=request.META.get("REMOTE_ADDR"), terminate=terminate
+        )
+    except actions.ActionRefused as exc:
+        return error(409, str(exc), run_status=run.status.value)
+    return JsonResponse(_run_json(after, request))
+
+
+@csrf_exempt  # checked inside, so that a failure is JSON
+@allow("POST")
+async def run_retry(request: HttpRequest, run_id: str) -> HttpResponseBase:
+    """Retry a failed or cancelled run with its original arguments, as a new run."""
+    found = await _actionable(request, run_id)
+    if isinstance(found, HttpResponseBase):
+        return found
+    run, user = found
+    try:
+        new = await sync_to_async(actions.retry)(
+            run.id, actor=user, address=request.META.get("REMOTE_ADDR")
+        )
+    except actions.ActionRefused as exc:
+        return error(409, str(exc), run_status=run.status.value)
+    return accepted(new, request, retry_of=run.id)
+
+
+async def not_found_view(request: HttpRequest, rest: str = "") -> HttpResponseBase:
+    return error(404, "No such endpoint.")

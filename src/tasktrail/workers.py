@@ -1,0 +1,289 @@
+"""Services each Celery worker's main process runs beside the pool.
+
+- Heartbeats: ``<prefix>:worker:<hostname>`` (a hash) and ``<prefix>:workers`` (a
+  sorted set by last beat), read by :func:`list_workers`.
+- Durable cancel: the ids in ``<prefix>:cancels`` go into Celery's revoked set at start,
+  and new ones as they are published, so a cancelled run never starts here.
+- Lost runs: every round, a worker looks for peers that stopped beating for
+  ``LOST_AFTER`` seconds and settles the runs they were executing: re-queued when the
+  task is safe to re-run (``acks_late``), otherwise ``FAILED`` naming the lost worker.
+  Detection never depends on the dead worker's own process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import redis
+
+from . import keys
+from .conf import settings
+from .connection import get_redis
+from .records import to_datetime
+from .status import Status
+from .transitions import ANY_ATTEMPT, apply, stamp
+
+logger = logging.getLogger("tasktrail")
+
+
+def _workers_key() -> str:
+    return f"{keys.prefix()}:workers"
+
+
+def _worker_key(hostname: str) -> str:
+    return f"{keys.prefix()}:worker:{hostname}"
+
+
+def _active_key(hostname: str) -> str:
+    return f"{keys.prefix()}:active:{hostname}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerInfo:
+    hostname: str
+    pid: int
+    concurrency: int
+    queues: tuple[str, ...]
+    started_at: datetime | None
+    last_seen: datetime | None
+    online: bool
+    active_runs: tuple[str, ...]
+
+
+def list_workers() -> list[WorkerInfo]:
+    """Every worker seen recently, online or not, with the runs it is executing."""
+    client = get_redis()
+    now = time.time()
+    lost_after = float(settings.LOST_AFTER)
+    beats: Any = client.zrange(_workers_key(), 0, -1, withscores=True)
+    pipe = client.pipeline(transaction=False)
+    for hostname, _ in beats:
+        pipe.hgetall(_worker_key(hostname.decode()))
+        pipe.smembers(_active_key(hostname.decode()))
+    replies = pipe.execute()
+    workers = []
+    for index, (hostname, seen) in enumerate(beats):
+        raw = {k.decode(): v.decode() for k, v in replies[2 * index].items()}
+        workers.append(
+            WorkerInfo(
+                hostname=hostname.decode(),
+                pid=int(raw.get("pid") or 0),
+                concurrency=int(raw.get("concurrency") or 0),
+                queues=tuple(q for q in raw.get("queues", "").split(",") if q),
+                started_at=to_datetime(raw.get("started_at")),
+                last_seen=to_datetime(repr(seen)),
+                online=now - seen < lost_after,
+                active_runs=tuple(sorted(r.decode() for r in replies[2 * index + 1])),
+            )
+        )
+    return workers
+
+
+def beat(hostname: str, *, concurrency: int, queues: list[str], started_at: float) -> None:
+    client = get_redis()
+    now = time.time()
+    pipe = client.pipeline(transaction=False)
+    pipe.hset(
+        _worker_key(hostname),
+        mapping={
+            "hostname": hostname,
+            "pid": os.getpid(),
+            "concurrency": concurrency,
+            "queues": ",".join(queues),
+            "started_at": stamp(started_at),
+            "last_seen": stamp(now),
+        },
+    )
+    pipe.expire(_worker_key(hostname), int(settings.STREAM_TTL))
+    pipe.zadd(_workers_key(), {hostname: now})
+    pipe.execute()
+
+
+def _rerunnable(task_name: str) -> bool:
+    from celery import current_app
+
+    task = current_app.tasks.get(task_name)
+    return bool(task is not None and getattr(task, "acks_late", False))
+
+
+def settle_lost_runs(*, me: str = "") -> int:
+    """Settle the runs of workers silent for ``LOST_AFTER`` seconds; return how many."""
+    client = get_redis()
+    cutoff = time.time() - float(settings.LOST_AFTER)
+    silent: Any = client.zrangebyscore(_workers_key(), "-inf", cutoff)
+    settled = 0
+    for raw_name in silent:
+        hostname = raw_name.decode()
+        if hostname == me:
+            continue
+        # One settler per lost worker, even with many peers checking at once.
+        if not client.set(f"{keys.prefix()}:settling:{hostname}", me or "?", nx=True, ex=120):
+            continue
+        runs: Any = client.smembers(_active_key(hostname))
+        for run_id in sorted(r.decode() for r in runs):
+            settled += _settle(run_id, hostname)
+        client.delete(_active_key(hostname))
+        client.zrem(_workers_key(), hostname)
+    return settled
+
+
+def _settle(run_id: str, hostname: str) -> int:
+    from celery import current_app
+
+    raw: Any = get_redis().hmget(
+        keys.run_hash(run_id), "status", "task", "args", "kwargs", "worker", "queue"
+    )
+    status, task = (v.decode() if v else "" for v in raw[:2])
+    if status != Status.RUNNING or (raw[4] or b"").decode() != hostname:
+        return 0  # already finished, or picked up again elsewhere
+    now = time.time()
+    if _rerunnable(task):
+        import json
+
+        args = json.loads(raw[2] or b"[]")
+        kwargs = json.loads(raw[3] or b"{}")
+        # Same id: the run continues with its next attempt (the re-publish marks it RETRYING).
+        queue = (raw[5] or b"").decode() or None  # where it was sent, not the default route
+        current_app.send_task(task, args=args, kwargs=kwargs, task_id=run_id, queue=queue)
+        logger.warning("tasktrail: re-queued run %s lost with worker %s", run_id, hostname)
+        return 1
+    silence = settings.LOST_AFTER
+    message = f"Worker {hostname} stopped (no heartbeat for {silence}s) while running this run."
+    apply(
+        run_id,
+        "finish",
+        attempt=ANY_ATTEMPT,
+        status=Status.FAILED,
+        fields={
+            "finished_at": stamp(now),
+            "error_type": "tasktrail.exceptions.WorkerLost",
+            "error_message": message,
+        },
+        events=[
+            (
+                "state",
+                {
+                    "kind": "state",
+                    "run": run_id,
+                    "at": now,
+                    "error": {"type": "tasktrail.exceptions.WorkerLost", "message": message},
+                },
+            )
+        ],
+        now=now,
+    )
+    logger.warning("tasktrail: failed run %s lost with worker %s", run_id, hostname)
+    return 1
+
+
+def prepare(hostname: str) -> None:
+    """Before this worker consumes anything: load the cancellations (so a run cancelled
+    while no worker was online never starts here), and settle the runs of a previous
+    process that had this name and did not stop cleanly (it cannot be running them)."""
+    load_cancels()
+    try:
+        client = get_redis()
+        if client.exists(_worker_key(hostname)):
+            runs: Any = client.smembers(_active_key(hostname))
+            settled = sum(_settle(run_id.decode(), hostname) for run_id in sorted(runs))
+            client.delete(_active_key(hostname))
+            if settled:
+                logger.warning("tasktrail: settled %d runs of the previous %s", settled, hostname)
+    except redis.RedisError as exc:
+        logger.warning("tasktrail: could not settle the previous %s's runs: %s", hostname, exc)
+
+
+def load_cancels() -> None:
+    try:
+        since = time.time() - float(settings.STREAM_TTL)
+        client = get_redis()
+        client.zremrangebyscore(f"{keys.prefix()}:cancels", "-inf", since)
+        ids: Any = client.zrange(f"{keys.prefix()}:cancels", 0, -1)
+        _revoke_cancelled([i.decode() for i in ids])
+    except redis.RedisError as exc:
+        logger.warning("tasktrail: could not load cancellations: %s", exc)
+
+
+def _revoke_cancelled(run_ids: list[str]) -> None:
+    from celery.worker import state
+
+    for run_id in run_ids:
+        state.revoked.add(run_id)
+
+
+class WorkerServices(threading.Thread):
+    """Heartbeat, cancellation follower and lost-run settler of one worker node."""
+
+    def __init__(self, hostname: str, concurrency: int, queues: list[str]) -> None:
+        super().__init__(name="tasktrail-worker-services", daemon=True)
+        self.hostname = hostname
+        self.concurrency = concurrency
+        self.queues = queues
+        self.started_at = time.time()
+        self.stopping = threading.Event()
+        self._follower: threading.Thread | None = None
+
+    def run(self) -> None:
+        load_cancels()
+        self._follower = threading.Thread(
+            target=self._follow_cancels, name="tasktrail-cancels", daemon=True
+        )
+        self._follower.start()
+        while not self.stopping.is_set():
+            try:
+                beat(
+                    self.hostname,
+                    concurrency=self.concurrency,
+                    queues=self.queues,
+                    started_at=self.started_at,
+                )
+                settle_lost_runs(me=self.hostname)
+            except redis.RedisError as exc:
+                logger.warning("tasktrail: heartbeat failed: %s", exc)
+            except Exception:
+                logger.exception("tasktrail: worker services round failed")
+            self.stopping.wait(float(settings.HEARTBEAT_INTERVAL))
+        try:
+            client = get_redis()
+            client.zrem(_workers_key(), self.hostname)  # a clean stop is not a loss
+            client.delete(_worker_key(self.hostname))
+        except redis.RedisError:
+            pass
+
+    def _follow_cancels(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                pubsub = get_redis().pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                pubsub.subscribe(f"{keys.prefix()}:ch:cancels")
+                load_cancels()  # what was cancelled while we were not listening
+                while not self.stopping.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message and message.get("type") == "message":
+                        _revoke_cancelled([message["data"].decode()])
+            except redis.RedisError as exc:
+                logger.warning("tasktrail: cancellation follower lost Redis: %s", exc)
+                self.stopping.wait(1.0)
+
+
+_services: WorkerServices | None = None
+
+
+def start(hostname: str, concurrency: int, queues: list[str]) -> None:
+    global _services
+    if _services is None or not _services.is_alive():
+        _services = WorkerServices(hostname, concurrency, queues)
+        _services.start()
+
+
+def stop() -> None:
+    global _services
+    if _services is not None:
+        _services.stopping.set()
+        _services.join(5)
+        _services = None

@@ -1,0 +1,218 @@
+"""Guarantee 1, honest status: SIGKILL real prefork workers mid-task.
+
+Two ways to lose a run:
+- a pool child dies (OOM killer, segfault): the worker's main process sees it and
+  Celery reports ``WorkerLostError``; a re-runnable task (``acks_late`` and
+  ``reject_on_worker_lost``) is requeued by Celery itself;
+- the whole node dies (main process and children, a machine gone): nobody reports
+  anything, so tasktrail's settler on another worker finds the silent node after
+  ``LOST_AFTER`` and re-queues or fails its runs.
+
+In both, every body execution is counted in Redis, so "ran twice" is a fact.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.test import override_settings
+
+from tasktrail import Run, Status, enqueue, get_run
+from tasktrail.models import TaskRun
+from tasktrail.transitions import apply
+from tasktrail.workers import settle_lost_runs
+from tests.acceptance.conftest import (
+    HEARTBEAT,
+    LOST_AFTER,
+    Workers,
+    broker_client,
+    prefix,
+    record_figure,
+    redis_client,
+)
+from tests.acceptance.tasks import executions_key, once, pids_key, rerunnable, unrouted_rerunnable
+from tests.helpers import eventually
+
+pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
+
+HOLD = 300.0  # the first execution sleeps this long: it is always killed mid-task
+WORKER_LOST_CELERY = "billiard.exceptions.WorkerLostError"
+WORKER_LOST_TASKTRAIL = "tasktrail.exceptions.WorkerLost"
+
+
+@dataclass
+class Trial:
+    key: str
+    rerunnable: bool
+    run: Run
+
+    @property
+    def executions(self) -> int:
+        return int(redis_client().get(executions_key(self.key)) or 0)
+
+    @property
+    def pid(self) -> int | None:
+        raw: Any = redis_client().hget(pids_key(), self.key)
+        return int(raw) if raw else None
+
+
+def launch(queue: str, rerunnable_count: int, once_count: int) -> list[Trial]:
+    trials = []
+    for index in range(rerunnable_count + once_count):
+        key = f"{uuid.uuid4().hex}"
+        safe = index < rerunnable_count
+        task = rerunnable if safe else once
+        trials.append(Trial(key, safe, enqueue(task, key, HOLD, queue=queue)))
+    return trials
+
+
+def wait_running(trials: list[Trial], timeout: float = 60.0) -> None:
+    """Every trial's body has started (counted once, pid known, status RUNNING)."""
+    eventually(
+        lambda: all(
+            t.executions == 1 and t.pid and get_run(t.run.id).status == Status.RUNNING
+            for t in trials
+        ),
+        timeout=timeout,
+    )
+
+
+def wait_finished(trials: list[Trial], timeout: float) -> dict[str, Run]:
+    def probe() -> dict[str, Run] | None:
+        runs = {t.run.id: get_run(t.run.id) for t in trials}
+        return runs if all(r.is_finished for r in runs.values()) else None
+
+    return eventually(probe, timeout=timeout, every=0.1)
+
+
+def check_outcomes(
+    trials: list[Trial], runs: dict[str, Run], lost_error: str, kind: str
+) -> Counter[str]:
+    outcome: Counter[str] = Counter()
+    for trial in trials:
+        run = runs[trial.run.id]
+        assert run.status != Status.RUNNING
+        if trial.rerunnable:
+            assert run.status == Status.SUCCESSFUL, (trial, run)
+            assert run.result == 2  # the second execution finished it
+            assert trial.executions == 2
+            outcome["re-queued and SUCCESSFUL"] += 1
+        else:
+            assert run.status == Status.FAILED, (trial, run)
+            assert run.error is not None and run.error.type == lost_error, run.error
+            assert trial.executions == 1  # never run twice
+            outcome[f"FAILED {lost_error.rsplit('.', 1)[-1]}"] += 1
+    # Still once, a while later: nothing redelivers a non-re-runnable run.
+    time.sleep(1.0)
+    assert all(t.executions == (2 if t.rerunnable else 1) for t in trials)
+    record_figure(kind, trials=len(trials), outcomes=dict(outcome))
+    return outcome
+
+
+def wait_recorded(runs: dict[str, Run], timeout: float = 20.0) -> None:
+    """The durable record (the database) agrees with Redis once the flusher has run."""
+    expected = {run_id: run.status.value for run_id, run in runs.items()}
+
+    def probe() -> bool:
+        rows = dict(TaskRun.objects.filter(pk__in=expected).values_list("id", "status"))
+        return rows == expected
+
+    eventually(probe, timeout=timeout, every=0.2)
+
+
+def test_sigkill_pool_children_mid_task(workers: Workers) -> None:
+    """12 trials: 2 rounds of SIGKILL to 6 busy pool children (3 re-runnable, 3 not)."""
+    worker = workers.start("children", concurrency=6)
+    all_trials: list[Trial] = []
+    runs: dict[str, Run] = {}
+    kills = 0
+    for _ in range(2):
+        trials = launch(worker.queues[0], rerunnable_count=3, once_count=3)
+        wait_running(trials)
+        for trial in trials:
+            assert trial.pid is not None
+            os.kill(trial.pid, signal.SIGKILL)
+            kills += 1
+        runs.update(wait_finished(trials, timeout=30))
+        all_trials += trials
+    outcome = check_outcomes(all_trials, runs, WORKER_LOST_CELERY, "sigkill pool child")
+    assert outcome == {"re-queued and SUCCESSFUL": 6, "FAILED WorkerLostError": 6}
+    record_figure("pool child kills", kills=kills)
+    wait_recorded(runs)
+
+
+def test_sigkill_whole_nodes_mid_task(workers: Workers) -> None:
+    """12 trials: 3 nodes with 4 busy children each are SIGKILLed whole; a fresh worker
+    settles their runs within LOST_AFTER (+ one heartbeat round)."""
+    victims = [workers.start(f"node{i}", concurrency=4) for i in range(3)]
+    trials = []
+    by_host: dict[str, str] = {}
+    for victim in victims:
+        launched = launch(victim.queues[0], rerunnable_count=2, once_count=2)
+        by_host.update({t.run.id: victim.hostname for t in launched})
+        trials += launched
+    wait_running(trials)
+    killed_at = time.time()
+    for victim in victims:
+        victim.kill_node()
+    # A fresh node on the victims' queues (re-queued runs go back where they were sent)
+    # settles the silent ones and runs the re-queued ones.
+    settler = workers.start("settler", queues=[v.queues[0] for v in victims], concurrency=4)
+    runs = wait_finished(trials, timeout=LOST_AFTER + 30)
+    outcome = check_outcomes(trials, runs, WORKER_LOST_TASKTRAIL, "sigkill whole node")
+    assert outcome == {"re-queued and SUCCESSFUL": 6, "FAILED WorkerLost": 6}
+    settled_after = []
+    for trial in trials:
+        run = runs[trial.run.id]
+        if not trial.rerunnable:
+            assert run.error is not None
+            assert by_host[trial.run.id] in run.error.message  # names the lost worker
+            assert run.finished_at is not None
+            settled_after.append(run.finished_at.timestamp() - killed_at)
+    # Detection is bounded: LOST_AFTER, one settler round, plus the settler's start.
+    assert max(settled_after) < LOST_AFTER + HEARTBEAT + 20
+    client = redis_client()
+    for victim in victims:
+        assert not client.exists(f"{prefix()}:active:{victim.hostname}")
+    record_figure(
+        "node kills",
+        kills=len(victims),
+        settler=settler.hostname,
+        settled_after_s=[round(s, 2) for s in sorted(settled_after)],
+    )
+    wait_recorded(runs)
+
+
+def test_node_restarted_under_the_same_name_settles_its_lost_runs(workers: Workers) -> None:
+    name = f"acc-same-{uuid.uuid4().hex[:6]}@acceptance"
+    victim = workers.start("same", hostname=name, concurrency=1)
+    [trial] = launch(victim.queues[0], rerunnable_count=0, once_count=1)
+    wait_running([trial])
+    victim.kill_node()
+    workers.start("same", hostname=name, queues=victim.queues, concurrency=1)
+    run = wait_finished([trial], timeout=LOST_AFTER + 10)[trial.run.id]
+    assert run.status == Status.FAILED
+
+
+def test_requeued_run_goes_back_to_the_queue_it_was_enqueued_on() -> None:
+    """The settler, in process, on a lost worker as its heartbeats leave it in Redis."""
+    queue = f"{prefix()}-acc-unrouted-{uuid.uuid4().hex[:6]}"
+    ghost = f"acc-ghost-{uuid.uuid4().hex[:6]}@acceptance"
+    broker = broker_client()
+    run = enqueue(unrouted_rerunnable, uuid.uuid4().hex, 0, queue=queue)
+    assert broker.lpop(queue)  # a worker took the message ...
+    apply(run.id, "start", attempt=1, status=Status.RUNNING, fields={"worker": ghost})
+    redis_client().zadd(f"{prefix()}:workers", {ghost: time.time() - 1000})  # ... and died
+    tasktrail = {**settings.TASKTRAIL, "LOST_AFTER": LOST_AFTER}
+    with override_settings(TASKTRAIL=tasktrail):
+        assert settle_lost_runs(me="acc-test@acceptance") == 1
+    assert get_run(run.id).status == Status.RETRYING
+    assert broker.llen(queue) == 1, "the re-queued message is not on the run's queue"

@@ -1,0 +1,64 @@
+"""System checks: stable ids and a hint that says how to fix it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from celery import current_app
+from django.test import override_settings
+
+from tasktrail import checks
+
+
+def ids(messages: list[Any]) -> list[str]:
+    return [m.id for m in messages]
+
+
+def test_clean_settings_have_no_messages() -> None:
+    assert checks.check_settings() == []
+    assert checks.check_serializers() == []
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({}, ["tasktrail.E002"]),
+        ({"REDIS_URL": "http://example.com"}, ["tasktrail.E005"]),
+        ({"REDIS_URL": "redis://x", "STREAM_MAXLEN": "many"}, ["tasktrail.E004"]),
+        ({"REDIS_URL": "redis://x", "STREAM_MAXLEN": -5}, ["tasktrail.E004"]),
+        ({"REDIS_URL": "redis://x", "FLUSH_IN_WORKER": 1}, ["tasktrail.E004"]),
+        ({"REDIS_URL": "redis://x", "STREAM_MAXLN": 5}, ["tasktrail.W001"]),
+        ("redis://x", ["tasktrail.E004"]),
+    ],
+)
+def test_bad_settings_are_reported(value: Any, expected: list[str]) -> None:
+    with override_settings(TASKTRAIL=value):
+        messages = checks.check_settings()
+    assert ids(messages) == expected
+    assert all(m.hint for m in messages)
+
+
+def test_missing_redis_url_hint_shows_the_setting() -> None:
+    with override_settings(TASKTRAIL={}):
+        (message,) = checks.check_settings()
+    assert "TASKTRAIL = {'REDIS_URL'" in message.hint
+
+
+def test_pickle_is_refused() -> None:
+    conf = current_app.conf
+    saved = conf.accept_content
+    conf.accept_content = ["json", "pickle"]
+    try:
+        (message,) = checks.check_serializers()
+    finally:
+        conf.accept_content = saved
+    assert message.id == "tasktrail.E003"
+    assert "CELERY_ACCEPT_CONTENT = ['json']" in message.hint
+
+
+def test_app_missing_from_installed_apps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checks.apps, "is_installed", lambda name: False)
+    (message,) = checks.check_installed()
+    assert message.id == "tasktrail.E001"
+    assert "INSTALLED_APPS" in message.hint

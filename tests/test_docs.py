@@ -1,0 +1,34 @@
+"""Docs that must not drift from the code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tasktrail
+from tasktrail.conf import reference_table
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_settings_reference_matches_the_code() -> None:
+    text = (ROOT / "docs" / "settings.md").read_text()
+    assert reference_table() in text, "regenerate the table with tasktrail.conf.reference_table()"
+
+
+def test_public_root_is_small_and_documented() -> None:
+    readme = (ROOT / "README.md").read_text() + (ROOT / "docs" / "guide.md").read_text()
+    assert len(tasktrail.__all__) <= 12
+    for name in tasktrail.__all__:
+        assert f"`{name}" in readme or f"{name}(" in readme, name
+        assert getattr(tasktrail, name) is not None
+
+
+def test_readme_gives_the_two_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "uv run python -m example" in readme
+    ci = (ROOT / ".ci" / "run").read_text()
+    command = (
+        'uv run pytest && TASKTRAIL_TEST_DB=postgres uv run pytest -m "not browser and not example"'
+    )
+    assert command in readme
+    assert command in ci

@@ -1,0 +1,77 @@
+"""The write-behind flusher: batches, version guard, fields a later record lacks."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from tasktrail import Status
+from tasktrail.flusher import _row, flush_all, upsert
+from tasktrail.models import TaskRun
+from tasktrail.transitions import apply, stamp
+
+pytestmark = pytest.mark.django_db
+
+
+def test_upsert_never_writes_an_older_version_over_a_newer_one() -> None:
+    run_id = str(uuid.uuid4())
+    base = {
+        "id": run_id,
+        "task": "t",
+        "enqueued_at": stamp(time.time()),
+        "owner": "",
+        "args": "[1]",
+    }
+    upsert([_row({**base, "status": "SUCCESSFUL", "version": "5", "result": "42"})])
+    upsert([_row({**base, "status": "RUNNING", "version": "3"})])
+    row = TaskRun.objects.get(pk=run_id)
+    assert (row.status, row.result, row.version) == ("SUCCESSFUL", 42, 5)
+
+
+def test_a_record_first_seen_at_start_keeps_what_the_row_knew() -> None:
+    run_id = str(uuid.uuid4())
+    enqueued = stamp(1_700_000_000.0)
+    upsert(
+        [
+            _row(
+                {
+                    "id": run_id,
+                    "task": "t",
+                    "enqueued_at": enqueued,
+                    "owner": "3",
+                    "args": "[7]",
+                    "version": "1",
+                }
+            )
+        ]
+    )
+    # A later record without owner or arguments (say, rebuilt at start) must not erase them.
+    upsert([_row({"id": run_id, "task": "t", "status": "RUNNING", "version": "2"})])
+    row = TaskRun.objects.get(pk=run_id)
+    assert (row.owner_id, row.args, row.status) == (3, [7], "RUNNING")
+    assert row.enqueued_at == datetime.fromtimestamp(1_700_000_000.0, tz=UTC)
+
+
+def test_flush_writes_due_runs_in_batches_and_releases_them() -> None:
+    ids = []
+    for _ in range(25):
+        run_id = str(uuid.uuid4())
+        apply(
+            run_id,
+            "publish",
+            status=Status.READY,
+            create={"id": run_id, "task": "batch", "enqueued_at": stamp(time.time())},
+        )
+        ids.append(run_id)
+    written = flush_all(limit=10)
+    assert written >= 25
+    assert TaskRun.objects.filter(pk__in=ids).count() == 25
+    assert (
+        flush_all() == 0 or not TaskRun.objects.filter(pk__in=ids).exclude(status="READY").exists()
+    )
+    apply(ids[0], "start", attempt=1, status=Status.RUNNING)
+    flush_all()
+    assert TaskRun.objects.get(pk=ids[0]).status == "RUNNING"

@@ -1,0 +1,182 @@
+"""Redis (the event log) dies mid-run and comes back empty: nothing is lost.
+
+A private redis-server holds tasktrail's event log here, so killing it disturbs no one
+else; the broker stays on the shared Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from django.conf import settings
+from django.test import override_settings
+
+from tasktrail import Status, enqueue
+from tasktrail.access import make_token
+from tasktrail.flusher import flush_all
+from tasktrail.models import TaskRun
+from tests.conftest import ROOT, _free_port, _stop
+from tests.helpers import eventually
+from tests.sse_client import Event, read
+from tests.testapp.tasks import numbered_feed
+
+pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
+
+
+class PrivateRedis:
+    def __init__(self, directory: Path) -> None:
+        self.port = _free_port()
+        self.directory = directory
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        eventually(self._answers, timeout=10)
+
+    def _answers(self) -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis.from_url(self.url, socket_connect_timeout=0.2).ping())
+        except redis.RedisError:
+            return False
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(5)
+
+
+@pytest.fixture
+def outage_stack(
+    tmp_path: Path, django_db_setup: None
+) -> Iterator[tuple[PrivateRedis, str, dict[str, Any]]]:
+    """A private Redis plus a worker and a uvicorn that use it for the event log."""
+    private = PrivateRedis(tmp_path)
+    private.start()
+    prefix = f"tt-outage-{uuid.uuid4().hex[:6]}"
+    env = dict(os.environ)
+    env.update(
+        TASKTRAIL_TEST_REDIS=private.url,
+        TASKTRAIL_TEST_PREFIX=prefix,  # also the queue: the session's worker never sees these runs
+        TASKTRAIL_TEST_DB_NAME=str(settings.DATABASES["default"]["NAME"]),
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "src")]),
+    )
+    port = _free_port()
+    logs = [open(tmp_path / name, "wb") for name in ("worker.log", "web.log")]  # noqa: SIM115
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker", "-P", "prefork", "-c", "2",
+         "-l", "warning", "-n", f"{prefix}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        cwd=ROOT, env=env, stdout=logs[0], stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    web = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "tests.asgi:application", "--port", str(port), "--log-level", "warning"],
+        cwd=ROOT, env=env, stdout=logs[1], stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    overrides = {**settings.TASKTRAIL, "REDIS_URL": private.url, "KEY_PREFIX": prefix}
+    try:
+        with override_settings(TASKTRAIL=overrides):
+            eventually(lambda: _listening(port), timeout=30)
+            yield private, f"http://127.0.0.1:{port}", {"queue": prefix}
+    finally:
+        for process in (worker, web):
+            _stop(process)
+        if private.process is not None and private.process.poll() is None:
+            private.kill()
+        for log in logs:
+            log.close()
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+def test_redis_restart_mid_run_loses_no_record_and_the_stream_resumes_without_a_gap(
+    outage_stack: tuple[PrivateRedis, str, dict[str, Any]],
+) -> None:
+    private, server, options = outage_stack
+    count = 300
+    run = enqueue(numbered_feed, count, 0.02, countdown=1, **options)  # ~6 s of feed lines
+    url = f"{server}/tasks/{run.id}/events/?token={make_token(run.id)}"
+    seen: list[int] = []
+    final: list[str] = []
+
+    def follow() -> None:
+        """What EventSource does: on a closed stream, reconnect with the last event id."""
+        last_id: str | None = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not final:
+            headers = {"Last-Event-ID": last_id} if last_id else {}
+            try:
+                with httpx.stream("GET", url, headers=headers, timeout=10) as response:
+                    if response.status_code != 200:
+                        time.sleep(0.3)
+                        continue
+                    for item in read(response):
+                        if not isinstance(item, Event):
+                            continue
+                        if item.id and item.id != "0-0":
+                            last_id = item.id
+                        if item.kind == "feed":
+                            seen.append(int(item.data["message"].split()[1]))
+                        if item.kind == "state" and item.data["status"] in ("SUCCESSFUL", "FAILED"):
+                            final.append(item.data["status"])
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+
+    client = threading.Thread(target=follow)
+    client.start()
+    eventually(lambda: len(seen) >= 60, timeout=20)
+    private.kill()
+    time.sleep(0.5)
+    # While Redis is down the status API answers from the database.
+    during = httpx.get(
+        f"{server}/tasks/{run.id}/", params={"token": make_token(run.id)}, timeout=10
+    )
+    assert during.status_code == 200
+    assert during.json()["status"] == "RUNNING"
+    time.sleep(1.5)
+    private.start()  # back, and empty
+    client.join(60)
+    assert not client.is_alive()
+    assert final == ["SUCCESSFUL"]
+    assert sorted(set(seen)) == list(range(1, count + 1))  # no gap: every line arrived
+    flush_all()
+    row = eventually(
+        lambda: TaskRun.objects.filter(pk=run.id, status=Status.SUCCESSFUL).first(), timeout=20
+    )
+    assert row.result == count
+    assert row.task == "tests.testapp.tasks.numbered_feed"  # the record kept what Redis forgot
+    assert row.args == [count, 0.02]
+    after = httpx.get(
+        f"{server}/tasks/{run.id}/", params={"token": make_token(run.id)}, timeout=10
+    ).json()
+    assert (after["status"], after["result"], after["task"]) == ("SUCCESSFUL", count, row.task)

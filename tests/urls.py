@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+
+from tasktrail.metrics import metrics_view
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("tasks/", include("tasktrail.urls")),
+    path("ops/", include("tasktrail.dashboard.urls")),
+    path("metrics", metrics_view),
+]
