@@ -75,3 +75,45 @@ def test_flush_writes_due_runs_in_batches_and_releases_them() -> None:
     apply(ids[0], "start", attempt=1, status=Status.RUNNING)
     flush_all()
     assert TaskRun.objects.get(pk=ids[0]).status == "RUNNING"
+
+
+@pytest.mark.parametrize("current", [2.5, float("nan")])
+def test_every_kind_of_column_survives_the_batch_statement(current: float) -> None:
+    # PostgreSQL sends a batch as one JSON document; a NaN (not JSON) takes the
+    # VALUES path instead. Either way the row must hold what the hot record held.
+    run_id = str(uuid.uuid4())
+    moment = 1_700_000_000.123456
+    upsert(
+        [
+            _row(
+                {
+                    "id": run_id,
+                    "task": "tests.testapp.tasks.add",
+                    "status": "SUCCESSFUL",
+                    "enqueued_at": stamp(moment),
+                    "finished_at": stamp(moment + 1),
+                    "p_current": repr(current),
+                    "p_total": "10",
+                    "p_message": 'ünïcode "quoted" \\ line\nbreak',
+                    "result": '"a string"',
+                    "kwargs": '{"nested": [1, {"deep": null}], "flag": true}',
+                    "args_incomplete": "1",
+                    "attempts": "3",
+                    "version": "9",
+                }
+            ),
+            _row({"id": str(uuid.uuid4()), "task": "t", "status": "READY", "version": "1"}),
+        ]
+    )
+    row = TaskRun.objects.get(pk=run_id)
+    assert row.enqueued_at == datetime.fromtimestamp(moment, tz=UTC)
+    assert row.finished_at == datetime.fromtimestamp(moment + 1, tz=UTC)
+    assert row.result == "a string"
+    assert row.kwargs == {"nested": [1, {"deep": None}], "flag": True}
+    assert row.args is None
+    assert row.progress_message == 'ünïcode "quoted" \\ line\nbreak'
+    assert (row.progress_total, row.attempts, row.arguments_incomplete) == (10.0, 3, True)
+    if current == current:
+        assert row.progress_current == 2.5
+    else:  # SQLite stores NaN as NULL
+        assert row.progress_current is None or row.progress_current != row.progress_current

@@ -14,10 +14,12 @@ statement per batch of hundreds does not.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from django.db import close_old_connections, connections, models, router, transaction
@@ -71,13 +73,22 @@ def upsert(rows: list[dict[str, Any]]) -> None:
         return
     alias = router.db_for_write(TaskRun)
     connection = connections[alias]
-    meta = TaskRun._meta
     columns = list(rows[0])
-    fields: list[Any] = [
-        meta.get_field("owner" if name == "owner_id" else name) for name in columns
-    ]
+    statement = None
+    if connection.vendor == "postgresql":
+        statement = _as_one_json_parameter(rows, columns, connection)
+    if statement is None:
+        statement = _as_values(rows, columns, connection)
+    with transaction.atomic(using=alias), connection.cursor() as cursor:
+        cursor.execute(*statement)
+
+
+def _on_conflict(columns: list[str], connection: Any) -> str:
+    """The upsert's tail: newer versions win; some columns keep what the row has."""
+    from .models import TaskRun
+
     quote = connection.ops.quote_name
-    table = quote(meta.db_table)
+    table = quote(TaskRun._meta.db_table)
     updates = []
     for name in columns:
         if name == "id":
@@ -87,12 +98,62 @@ def upsert(rows: list[dict[str, Any]]) -> None:
             updates.append(f"{column} = COALESCE({table}.{column}, excluded.{column})")
         else:
             updates.append(f"{column} = excluded.{column}")
-    placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    sql = (
-        f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) "
-        f"VALUES {', '.join([placeholders] * len(rows))} "
+    return (
         f"ON CONFLICT ({quote('id')}) DO UPDATE SET {', '.join(updates)} "
         f"WHERE {table}.{quote('version')} < excluded.{quote('version')}"
+    )
+
+
+def _as_one_json_parameter(
+    rows: list[dict[str, Any]], columns: list[str], connection: Any
+) -> tuple[str, list[Any]] | None:
+    """PostgreSQL: the whole batch as one JSON document, unpacked by
+    ``json_populate_recordset`` into the table's own column types.
+
+    Why: with one placeholder per value, psycopg parses a query of thousands of
+    placeholders in Python for every batch, and Django prepares every value; that
+    was 0.19 ms of CPU per row. One parameter costs one ``json.dumps``.
+    Returns None when the batch is not plain JSON (NaN, say): the caller then
+    takes the general path.
+    """
+    from .models import TaskRun
+
+    try:
+        document = json.dumps(rows, default=_json_default, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    quote = connection.ops.quote_name
+    table = quote(TaskRun._meta.db_table)
+    names = ", ".join(quote(c) for c in columns)
+    sql = (
+        f"INSERT INTO {table} ({names}) "
+        f"SELECT {names} FROM json_populate_recordset(NULL::{table}, %s::json) "
+        + _on_conflict(columns, connection)
+    )
+    return sql, [document]
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()  # with its offset when aware; naive: the session's zone
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _as_values(
+    rows: list[dict[str, Any]], columns: list[str], connection: Any
+) -> tuple[str, list[Any]]:
+    """Any database: a VALUES list, every value prepared by its model field."""
+    from .models import TaskRun
+
+    meta = TaskRun._meta
+    fields: list[Any] = [
+        meta.get_field("owner" if name == "owner_id" else name) for name in columns
+    ]
+    quote = connection.ops.quote_name
+    placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(c) for c in columns)}) "
+        f"VALUES {', '.join([placeholders] * len(rows))} " + _on_conflict(columns, connection)
     )
     prepare = [
         _preparer(name, field, connection) for name, field in zip(columns, fields, strict=True)
@@ -100,8 +161,7 @@ def upsert(rows: list[dict[str, Any]]) -> None:
     params: list[Any] = []
     for row in rows:
         params.extend(convert(row[name]) for name, convert in zip(columns, prepare, strict=True))
-    with transaction.atomic(using=alias), connection.cursor() as cursor:
-        cursor.execute(sql, params)
+    return sql, params
 
 
 _PLAIN = (
