@@ -128,3 +128,33 @@ def test_missing_prometheus_client_names_the_install_command(monkeypatch: Any) -
     monkeypatch.setattr(builtins, "__import__", without_prometheus)
     with pytest.raises(ImproperlyConfigured, match=r'pip install "django-tasktrail\[prometheus\]"'):
         metrics.render()
+
+
+def test_finished_runs_counter_comes_from_redis() -> None:
+    from tasktrail import Status
+    from tasktrail.transitions import apply, stamp
+
+    task = f"metrics.counted.{uuid.uuid4().hex}"
+    for status in (Status.SUCCESSFUL, Status.SUCCESSFUL, Status.FAILED):
+        run_id = str(uuid.uuid4())
+        apply(run_id, "publish", status=Status.READY, create={"id": run_id, "task": task})
+        apply(run_id, "start", attempt=1, status=Status.RUNNING, fields={"worker": "w"})
+        apply(run_id, "finish", attempt=1, status=status, fields={"finished_at": stamp(None)})
+        # A late repeat of the finish is refused, so it is not counted twice.
+        assert apply(run_id, "finish", attempt=1, status=status) is None
+    metrics = scrape()
+    finished = samples(metrics["tasktrail_runs_finished"], "tasktrail_runs_finished_total")
+    assert finished[(("status", "SUCCESSFUL"), ("task", task))] == 2
+    assert finished[(("status", "FAILED"), ("task", task))] == 1
+    assert samples(metrics["tasktrail_redis_up"]) == {(): 1}
+
+
+def test_redis_down_still_answers_from_the_database(settings: Any) -> None:
+    task = f"metrics.db.{uuid.uuid4().hex}"
+    make_run(task=task)
+    settings.TASKTRAIL = {**settings.TASKTRAIL, "REDIS_URL": "redis://127.0.0.1:1/0"}
+    metrics = scrape()
+    assert samples(metrics["tasktrail_redis_up"]) == {(): 0}
+    assert "tasktrail_runs_finished" not in metrics
+    runs = samples(metrics["tasktrail_runs_last_hour"])
+    assert runs[(("status", "SUCCESSFUL"), ("task", task))] == 1

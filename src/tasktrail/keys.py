@@ -29,6 +29,11 @@ def dirty_set() -> str:
     return f"{prefix()}:dirty"
 
 
+def finished_counts() -> str:
+    """A hash of ``task|status`` -> runs finished (written by the transition script)."""
+    return f"{prefix()}:stats:finished"
+
+
 def idempotency(key: str) -> str:
     return f"{prefix()}:idem:{key}"
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import redis
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -105,7 +106,18 @@ class RunCollector:
             waits,
         )
 
-        workers = list_workers()
+        # Redis down: the families the database answers still come out (never a 500).
+        up = GaugeMetricFamily("tasktrail_redis_up", "1 when Redis answered this scrape.")
+        try:
+            finished = _finished_counter()
+            workers = list_workers()
+        except redis.RedisError:
+            up.add_metric([], 0)
+            workers = []
+        else:
+            up.add_metric([], 1)
+            yield finished
+        yield up
         yield from _worker_families(workers)
         yield from _queue_families(stats.queue_overview(workers), now)
 
@@ -128,6 +140,27 @@ class RunCollector:
         )
         stuck.add_metric([], sum(1 for worker in running[:10_000] if worker not in online))
         yield stuck
+
+
+def _finished_counter() -> Any:
+    """Runs finished, by task and status, counted in Redis by each transition: it grows
+    across restarts of web processes and workers (not across a Redis that keeps nothing
+    on disk; Prometheus's ``rate()`` treats that as a counter reset)."""
+    from prometheus_client.core import CounterMetricFamily
+
+    from . import keys
+    from .connection import get_redis
+
+    family = CounterMetricFamily(
+        "tasktrail_runs_finished",
+        "Runs finished, by task and final status.",
+        labels=["task", "status"],
+    )
+    counts: dict[bytes, bytes] = get_redis().hgetall(keys.finished_counts())  # type: ignore[assignment]
+    for label, value in sorted(counts.items()):
+        task, _, status = label.decode().rpartition("|")
+        family.add_metric([task, status], float(value))
+    return family
 
 
 def _worker_families(workers: list[Any]) -> Iterator[Any]:
