@@ -28,16 +28,26 @@ from . import keys
 from .columns import full_row
 from .conf import settings
 from .connection import get_redis
-from .records import decode_hash
 
 logger = logging.getLogger("tasktrail")
 
 LEASE_SECONDS = 30.0
 
+# Lease due runs and return their hot records in the same call: id, JSON of the hash,
+# id, ... One JSON string per run parses in C; an HGETALL reply per run is a dozen
+# or more strings for redis-py to parse in Python (0.13 ms of CPU per run).
 _LEASE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
-for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id) end
-return ids
+local out = {}
+for _, id in ipairs(ids) do
+  redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id)
+  local flat = redis.call('HGETALL', ARGV[4] .. ':run:' .. id)
+  local record = {}
+  for i = 1, #flat, 2 do record[flat[i]] = flat[i + 1] end
+  out[#out + 1] = id
+  out[#out + 1] = cjson.encode(record)
+end
+return out
 """
 
 # Release a run only if its version is still the one written; a newer change
@@ -200,16 +210,13 @@ def flush_once(limit: int | None = None, *, everything: bool = False) -> int:
         repr(now + float(settings.FLUSH_DELAY)) if everything else repr(now),
         repr(now + LEASE_SECONDS),
         batch,
+        keys.prefix(),
     )
-    ids = [i.decode() for i in leased]
-    if not ids:
+    if not leased:
         return 0
-    pipe = client.pipeline(transaction=False)
-    for run_id in ids:
-        pipe.hgetall(keys.run_hash(run_id))
-    hashes = [decode_hash(raw) for raw in pipe.execute()]
     rows, release = [], []
-    for run_id, raw in zip(ids, hashes, strict=True):
+    for index in range(0, len(leased), 2):
+        run_id, raw = leased[index].decode(), json.loads(leased[index + 1])
         release += [run_id, raw.get("version", "")]
         if raw.get("id"):
             rows.append(_row(raw))
