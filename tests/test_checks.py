@@ -62,3 +62,13 @@ def test_app_missing_from_installed_apps(monkeypatch: pytest.MonkeyPatch) -> Non
     (message,) = checks.check_installed()
     assert message.id == "tasktrail.E001"
     assert "INSTALLED_APPS" in message.hint
+
+
+def test_settings_snapshot_follows_a_replaced_tasktrail_dict(settings: Any) -> None:
+    from tasktrail.conf import settings as tasktrail_settings
+
+    before = tasktrail_settings.snapshot()["STREAM_MAXLEN"]
+    settings.TASKTRAIL = {**settings.TASKTRAIL, "STREAM_MAXLEN": before + 7}
+    assert tasktrail_settings.snapshot()["STREAM_MAXLEN"] == before + 7
+    maxlen = tasktrail_settings.STREAM_MAXLEN
+    assert maxlen == before + 7

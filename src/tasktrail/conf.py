@@ -142,6 +142,17 @@ class TasktrailSettings:
         user: dict[str, Any] = getattr(django_settings, "TASKTRAIL", {}) or {}
         return user.get(name, setting.default)
 
+    def snapshot(self) -> dict[str, Any]:
+        """Every setting at once, for hot paths that read several per call (one lookup
+        of ``TASKTRAIL`` instead of one per name). Rebuilt when ``TASKTRAIL`` is
+        replaced, as ``override_settings`` and assignment do."""
+        user = getattr(django_settings, "TASKTRAIL", {}) or {}
+        cached = self.__dict__.get("_snapshot")
+        if cached is None or cached[0] is not user:
+            values = {name: user.get(name, setting.default) for name, setting in SETTINGS.items()}
+            cached = self.__dict__["_snapshot"] = (user, values)
+        return cached[1]
+
 
 settings = TasktrailSettings()
 

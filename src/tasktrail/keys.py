@@ -6,27 +6,29 @@ from .conf import settings
 
 
 def prefix() -> str:
+    """The key prefix. Functions taking ``base`` accept one the caller already read
+    (hot paths read the settings once per call)."""
     return str(settings.KEY_PREFIX)
 
 
-def run_hash(run_id: str) -> str:
-    return f"{prefix()}:run:{run_id}"
+def run_hash(run_id: str, base: str = "") -> str:
+    return f"{base or prefix()}:run:{run_id}"
 
 
-def run_stream(run_id: str) -> str:
-    return f"{prefix()}:events:run:{run_id}"
+def run_stream(run_id: str, base: str = "") -> str:
+    return f"{base or prefix()}:events:run:{run_id}"
 
 
 def subject_stream(subject: str) -> str:
     return f"{prefix()}:events:subject:{subject}"
 
 
-def firehose_stream() -> str:
-    return f"{prefix()}:events:firehose"
+def firehose_stream(base: str = "") -> str:
+    return f"{base or prefix()}:events:firehose"
 
 
-def dirty_set() -> str:
-    return f"{prefix()}:dirty"
+def dirty_set(base: str = "") -> str:
+    return f"{base or prefix()}:dirty"
 
 
 def finished_counts() -> str:

@@ -101,13 +101,15 @@ def _call(
 ) -> Applied | None:
     client = get_redis()
     when = time.time() if now is None else now
+    conf = settings.snapshot()  # one settings lookup per call, not eleven
+    prefix = str(conf["KEY_PREFIX"])
     result = _script(client)(
         keys=[
-            keys.run_hash(run_id),
-            keys.run_stream(run_id),
-            keys.firehose_stream(),
-            keys.dirty_set(),
-            keys.run_hash(parent_id or run_id),
+            keys.run_hash(run_id, prefix),
+            keys.run_stream(run_id, prefix),
+            keys.firehose_stream(prefix),
+            keys.dirty_set(prefix),
+            keys.run_hash(parent_id or run_id, prefix),
         ],
         args=[
             run_id,
@@ -120,12 +122,12 @@ def _call(
             dumps(
                 [[kind, data if isinstance(data, str) else dumps(data)] for kind, data in events]
             ),
-            keys.prefix(),
-            settings.STREAM_MAXLEN,
-            settings.SUBJECT_STREAM_MAXLEN,
-            settings.FIREHOSE_MAXLEN,
-            settings.STREAM_TTL,
-            settings.FLUSH_DELAY,
+            prefix,
+            conf["STREAM_MAXLEN"],
+            conf["SUBJECT_STREAM_MAXLEN"],
+            conf["FIREHOSE_MAXLEN"],
+            conf["STREAM_TTL"],
+            conf["FLUSH_DELAY"],
         ],
     )
     if not result:

@@ -17,7 +17,7 @@ local op = ARGV[2]
 local attempt = tonumber(ARGV[3])
 local status = ARGV[4]
 
-local cur = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'worker', 'cancel_requested_at')
+local cur = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'worker', 'cancel_requested_at', 'version')
 local exists = cur[1] ~= false
 local attempts = tonumber(cur[2] or '0') or 0
 
@@ -50,7 +50,8 @@ if not exists and create['owner'] == nil then
   if inherited[3] then create['subject'] = inherited[3] end
 end
 for k, v in pairs(create) do
-  if redis.call('HEXISTS', KEYS[1], k) == 0 then flat[#flat + 1] = k; flat[#flat + 1] = v end
+  -- A new record has none of them: no need to ask field by field.
+  if not exists or redis.call('HEXISTS', KEYS[1], k) == 0 then flat[#flat + 1] = k; flat[#flat + 1] = v end
 end
 local apply = fields
 if op == 'publish' and exists then apply = {next_attempt_at = fields['next_attempt_at']} end
@@ -58,11 +59,12 @@ if op == 'cancel' and status == '' then apply = {cancel_requested_at = fields['c
 for k, v in pairs(apply) do flat[#flat + 1] = k; flat[#flat + 1] = v end
 if status ~= '' then flat[#flat + 1] = 'status'; flat[#flat + 1] = status end
 if attempt > attempts then flat[#flat + 1] = 'attempts'; flat[#flat + 1] = tostring(attempt) end
-if #flat > 0 then redis.call('HSET', KEYS[1], unpack(flat)) end
 -- Versions order the flusher's writes. They follow the clock (microseconds) so they
 -- keep increasing even when Redis restarts empty and a run's record starts over.
-local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0') or 0
-redis.call('HSET', KEYS[1], 'version', string.format('%d', math.max(version + 1, math.floor(tonumber(ARGV[5]) * 1000000))))
+local version = tonumber(cur[5] or '0') or 0
+flat[#flat + 1] = 'version'
+flat[#flat + 1] = string.format('%d', math.max(version + 1, math.floor(tonumber(ARGV[5]) * 1000000)))
+redis.call('HSET', KEYS[1], unpack(flat))
 
 local meta = redis.call('HMGET', KEYS[1], 'subject', 'owner', 'team', 'status', 'attempts')
 local subject, owner, team = meta[1], meta[2] or '', meta[3] or ''
@@ -122,5 +124,5 @@ if FINISHED[meta[4]] then
   redis.call('EXPIRE', KEYS[2], ARGV[13])
 end
 local cancel = 0
-if redis.call('HEXISTS', KEYS[1], 'cancel_requested_at') == 1 then cancel = 1 end
+if cur[4] or apply['cancel_requested_at'] or create['cancel_requested_at'] then cancel = 1 end
 return {ids, cancel}
