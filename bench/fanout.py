@@ -197,8 +197,8 @@ def main() -> int:
             for variant, n in plan:
                 web, port = harness.start_uvicorn(env, name=f"web-{variant}-{n}")
                 try:
-                    measure("tasktrail", 2, port, web.pid, prefix)  # warm up
-                    figures = measure(variant, n, port, web.pid, prefix)
+                    measure("tasktrail", 2, port, harness.server_pid(web), prefix)  # warm up
+                    figures = measure(variant, n, port, harness.server_pid(web), prefix)
                 finally:
                     harness.stop(web)
                 figures["run"] = attempt + 1
@@ -208,8 +208,10 @@ def main() -> int:
             target = harness.RESULTS / "fanout.profile.txt"
             web, port = harness.start_uvicorn(env, name="web-profiled", profile=target)
             try:
-                measure("tasktrail", 2, port, web.pid, prefix)
-                print(f"profiled: {measure('tasktrail', max(sizes), port, web.pid, prefix)}")
+                measure("tasktrail", 2, port, harness.server_pid(web), prefix)
+                print(
+                    f"profiled: {measure('tasktrail', max(sizes), port, harness.server_pid(web), prefix)}"
+                )
             finally:
                 harness.stop(web, interrupt=True)
             print(f"profile: {target}")

@@ -171,18 +171,49 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def server_stack() -> tuple[list[str], list[str]]:
+    """The Python to run uvicorn with and its event loop and HTTP flags, from
+    ``BENCH_SERVER``: ``h11`` (default: what the lock file has, pure Python) or
+    ``uvloop`` (uvloop + httptools, as ``uvicorn[standard]`` installs them; added for
+    the uvicorn process only, with ``uv run --with``, so the project's environment
+    and the tests stay as locked)."""
+    server = os.environ.get("BENCH_SERVER", "h11")
+    if server == "h11":
+        return [PY], ["--loop", "asyncio", "--http", "h11"]
+    if server == "uvloop":
+        python = ["uv", "run", "--with", "uvloop", "--with", "httptools", "python"]
+        return python, ["--loop", "uvloop", "--http", "httptools"]
+    raise SystemExit(f"BENCH_SERVER must be h11 or uvloop, not {server!r}")
+
+
+def server_pid(process: subprocess.Popen[bytes]) -> int:
+    """The uvicorn process itself (under ``BENCH_SERVER=uvloop``, ``uv run`` is its parent)."""
+    pid = process.pid
+    for _ in range(4):
+        if b"uvicorn" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:3]:
+            return pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        if not children:
+            break
+        pid = int(children[0])
+    return pid
+
+
 def start_uvicorn(
     env: dict[str, str], *, name: str = "web", backlog: int = 4096, profile: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], int]:
     """One uvicorn process (no reload, one worker) serving ``bench.asgi``; with
     ``profile``, under pyinstrument, which writes its text report there at exit."""
     port = free_port()
-    runner = [PY, "-m", "pyinstrument", "-o", str(profile), "-m"] if profile else [PY, "-m"]
+    python, stack = server_stack()
+    runner = (
+        [*python, "-m", "pyinstrument", "-o", str(profile), "-m"] if profile else [*python, "-m"]
+    )
     process = spawn(
         [
             *runner, "uvicorn", "bench.asgi:application", "--host", "127.0.0.1",
             "--port", str(port), "--log-level", "warning", "--no-access-log",
-            "--backlog", str(backlog), "--timeout-keep-alive", "60",
+            "--backlog", str(backlog), "--timeout-keep-alive", "60", *stack,
         ],
         env, f"{env['BENCH_PREFIX']}-{name}",
     )  # fmt: skip
