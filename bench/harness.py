@@ -192,7 +192,12 @@ def server_pid(process: subprocess.Popen[bytes]) -> int:
     for _ in range(4):
         if b"uvicorn" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:3]:
             return pid
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        # A multi-threaded parent (uv) may start it from any of its threads.
+        children = [
+            child
+            for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()
+        ]
         if not children:
             break
         pid = int(children[0])
@@ -415,6 +420,7 @@ def machine() -> dict[str, Any]:
         "loadavg": [round(x, 2) for x in load],
         "commit": head + ("+dirty-src" if dirty else ""),
         "python": sys.version.split()[0],
+        "server": os.environ.get("BENCH_SERVER", "h11"),
         "at": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 

@@ -57,26 +57,28 @@ def latency(data: dict[str, Any]) -> Path:
     return target
 
 
-def fanout(data: dict[str, Any]) -> Path:
+def fanout(series: dict[str, dict[str, Any]]) -> Path:
+    """``series``: server stack (h11, uvloop) -> the fan-out results measured with it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
-    for variant, marker in (("tasktrail", "o"), ("seeds", "s")):
-        points = sorted(
-            (r["clients"], r["last_ms"], r["p50_ms"], r["rss_mb"])
-            for r in data["runs"]
-            if r["variant"] == variant and r["last_ms"] is not None
-        )
-        if not points:
-            continue
-        label = LABELS[variant].split(" (")[0]
-        xs = [p[0] for p in points]
-        left.plot(xs, [p[1] for p in points], marker, label=f"{label}: last client")
-        left.plot(xs, [p[2] for p in points], marker, mfc="none", label=f"{label}: median")
-        right.plot(xs, [p[3] for p in points], marker, label=label)
+    for server, data in series.items():
+        for variant, marker in (("tasktrail", "o"), ("seeds", "s")):
+            points = sorted(
+                (r["clients"], r["last_ms"], r["p50_ms"], r["rss_mb"])
+                for r in data["runs"]
+                if r["variant"] == variant and r["last_ms"] is not None
+            )
+            if not points:
+                continue
+            label = f"{LABELS[variant].split(' (')[0]}, {server}"
+            xs = [p[0] for p in points]
+            left.plot(xs, [p[1] for p in points], marker, label=f"{label}: last client")
+            left.plot(xs, [p[2] for p in points], marker, mfc="none", label=f"{label}: median")
+            right.plot(xs, [p[3] for p in points], marker, label=label)
     left.axhline(1000, color="grey", linestyle=":", linewidth=1)
     left.set_xlabel("concurrent SSE clients on one uvicorn process")
     left.set_ylabel("time from progress() to receipt (ms)")
@@ -108,8 +110,14 @@ def main() -> int:
     made = []
     if (data := _load("latency")) is not None:
         made.append(latency(data))
-    if (data := _load("fanout")) is not None:
-        made.append(fanout(data))
+    # fanout.json, plus fanout-<server>.json kept from runs with another BENCH_SERVER.
+    series = {}
+    for path in sorted(harness.RESULTS.glob("fanout*.json")):
+        data = json.loads(path.read_text())
+        server = path.stem.partition("-")[2] or data["machine"].get("server", "h11")
+        series[server] = data
+    if series:
+        made.append(fanout(series))
     for path in made:
         print(f"wrote {path}")
     print(f"plots: {len(made)} written")
