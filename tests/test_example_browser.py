@@ -8,13 +8,16 @@ open connection, to prove that the stream resumes without losing a feed line.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -248,3 +251,53 @@ def test_stream_resumes_after_the_connection_drops(example: str, browser: Any) -
         page.close()
     finally:
         proxy.close()
+
+
+def test_polling_fallback_still_shows_every_feed_line(example: str, browser: Any) -> None:
+    # The stream is refused (503) while the run is going, so the page falls back to
+    # polling, which carries no feed lines; once the run has ended the stream is let
+    # through, and the client's last try must replay every line it missed.
+    page = _login(browser, example)
+    cookie = "; ".join(f"{c['name']}={c['value']}" for c in page.context.cookies())
+    answers: list[str] = []
+
+    def refuse_while_running(route: Any) -> None:
+        status_url = route.request.url.split("events/")[0]
+        request = urllib.request.Request(
+            status_url, headers={"Cookie": cookie, "Accept": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status = json.load(response)["status"]
+        if status in ("SUCCESSFUL", "FAILED", "CANCELLED"):
+            answers.append("through")
+            route.continue_()
+        else:
+            answers.append("refused")
+            route.fulfill(status=503, content_type="text/plain", body="stream refused by the test")
+
+    page.route(re.compile(r"/tasks/[^/]+/events/"), refuse_while_running)
+    page.goto(f"{example}/documents/")
+    page.select_option("select[name=flaky_attempts]", "2")  # about 6 s of run
+    page.click("[data-start]")
+    page.wait_for_function(
+        "window.tasktrailFollower && window.tasktrailFollower.mode === 'polling'"
+    )
+    page.wait_for_selector("[data-run-widget][data-tasktrail-ended=true]", timeout=45_000)
+    page.unroute(re.compile(r"/tasks/[^/]+/events/"))
+    assert answers[0] == "refused" and answers[-1] == "through", answers
+    shown = _feed(page)
+    events_url = page.evaluate("window.tasktrailFollower.url")
+    complete = page.evaluate(
+        """async url => {
+            const text = await (await fetch(url + '?last_event_id=0-0')).text();
+            return text.split('\\n\\n').filter(b => b.includes('event: feed')).map(b => {
+                const d = JSON.parse(b.split('\\n').find(l => l.startsWith('data: ')).slice(6));
+                return d.level + ' ' + d.message;
+            });
+        }""",
+        events_url,
+    )
+    assert len(complete) >= 3, complete
+    assert shown == complete, "a feed line sent while polling never reached the page"
+    assert page.get_attribute("[data-run-widget]", "data-tasktrail-state") == "SUCCESSFUL"
+    page.close()

@@ -10,7 +10,9 @@
  * Server-Sent Events through EventSource; every event carries an id, and a
  * dropped connection resumes after the last id received (Last-Event-ID), so no
  * event is missed or shown twice. When the stream cannot be opened it falls
- * back to polling the run's status URL and keeps trying the stream. No build
+ * back to polling the run's status URL and keeps trying the stream; the next
+ * stream that opens, at the latest when the run ends, replays what polling could
+ * not show (feed lines). No build
  * step, no dependencies; documented in docs/js-client.md.
  */
 (function (global) {
@@ -179,6 +181,16 @@
         })
         .then(function (run) {
           if (self.finished) return;
+          var lastTry = !self._caughtUp && !self.options.subject && typeof global.EventSource === "function";
+          if (run && FINISHED[run.status] && lastTry) {
+            // The run ended while we polled: one last try of its stream, which replays
+            // the missed events and the final state, then ends. If it fails, the next
+            // poll ends with the polled state. (A subject stream never ends by itself.)
+            self._caughtUp = true;
+            self.failures = Math.max(0, self.maxFailures - 1);
+            self._connect();
+            return;
+          }
           if (run) {
             var state = Object.assign({ kind: "state", polled: true }, run);
             self._emit("onEvent", "state", state, null);
