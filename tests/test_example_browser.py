@@ -156,6 +156,21 @@ def _feed(page: Any) -> list[str]:
     return lines
 
 
+def _complete_feed(page: Any) -> list[str]:
+    """The run's whole feed, read from its stream from the first event."""
+    lines: list[str] = page.evaluate(
+        """async url => {
+            const text = await (await fetch(url + '?last_event_id=0-0')).text();
+            return text.split('\\n\\n').filter(b => b.includes('event: feed')).map(b => {
+                const d = JSON.parse(b.split('\\n').find(l => l.startsWith('data: ')).slice(6));
+                return d.level + ' ' + d.message;
+            });
+        }""",
+        page.evaluate("window.tasktrailFollower.url"),
+    )
+    return lines
+
+
 def test_button_starts_a_run_and_the_bar_reaches_100(example: str, browser: Any) -> None:
     page = _login(browser, example)
     assert "Document processing" in page.content()
@@ -233,17 +248,7 @@ def test_stream_resumes_after_the_connection_drops(example: str, browser: Any) -
         page.wait_for_selector("[data-run-widget][data-tasktrail-ended=true]", timeout=45_000)
         assert proxy.connections > connections, "the browser did not reconnect"
         shown = _feed(page)
-        events_url = page.evaluate("window.tasktrailFollower.url")
-        complete = page.evaluate(
-            """async url => {
-                const text = await (await fetch(url + '?last_event_id=0-0')).text();
-                return text.split('\\n\\n').filter(b => b.includes('event: feed')).map(b => {
-                    const d = JSON.parse(b.split('\\n').find(l => l.startsWith('data: ')).slice(6));
-                    return d.level + ' ' + d.message;
-                });
-            }""",
-            events_url,
-        )
+        complete = _complete_feed(page)
         assert shown[: len(before)] == before
         assert shown == complete, "a feed line was lost or repeated across the reconnect"
         assert len(shown) > len(before)
@@ -286,17 +291,7 @@ def test_polling_fallback_still_shows_every_feed_line(example: str, browser: Any
     page.unroute(re.compile(r"/tasks/[^/]+/events/"))
     assert answers[0] == "refused" and answers[-1] == "through", answers
     shown = _feed(page)
-    events_url = page.evaluate("window.tasktrailFollower.url")
-    complete = page.evaluate(
-        """async url => {
-            const text = await (await fetch(url + '?last_event_id=0-0')).text();
-            return text.split('\\n\\n').filter(b => b.includes('event: feed')).map(b => {
-                const d = JSON.parse(b.split('\\n').find(l => l.startsWith('data: ')).slice(6));
-                return d.level + ' ' + d.message;
-            });
-        }""",
-        events_url,
-    )
+    complete = _complete_feed(page)
     assert len(complete) >= 3, complete
     assert shown == complete, "a feed line sent while polling never reached the page"
     assert page.get_attribute("[data-run-widget]", "data-tasktrail-state") == "SUCCESSFUL"
