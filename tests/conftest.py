@@ -58,6 +58,21 @@ def _clean_redis() -> Iterator[None]:
             client.delete(key)
 
 
+def use_own_key_prefix(settings: Any) -> str:
+    """Give this test a key prefix of its own, for runs it drives by hand: the session
+    worker's flusher would otherwise lease them and write them from its own
+    connection, outside this test's transaction and after its flush. (The session
+    clean-up above removes these keys too: they contain the session prefix.)"""
+    prefix = f"{settings.TASKTRAIL['KEY_PREFIX']}-own-{os.urandom(4).hex()}"
+    settings.TASKTRAIL = {**settings.TASKTRAIL, "KEY_PREFIX": prefix}
+    return prefix
+
+
+@pytest.fixture
+def own_key_prefix(settings: Any) -> str:
+    return use_own_key_prefix(settings)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _release_test_database(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
     """Before the test database is dropped, end sessions the subprocesses left behind."""

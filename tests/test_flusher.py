@@ -13,7 +13,8 @@ from tasktrail.flusher import _row, flush_all, upsert
 from tasktrail.models import TaskRun
 from tasktrail.transitions import apply, stamp
 
-pytestmark = pytest.mark.django_db
+# Runs made here by hand are this test's alone (see conftest.own_key_prefix).
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("own_key_prefix")]
 
 
 def test_upsert_never_writes_an_older_version_over_a_newer_one() -> None:

@@ -15,6 +15,7 @@ from tasktrail.access import make_token
 from tasktrail.flusher import flush_all
 from tasktrail.models import AuditEntry, TaskRun
 from tasktrail.transitions import apply, stamp
+from tests.conftest import use_own_key_prefix
 
 pytestmark = pytest.mark.django_db
 
@@ -209,11 +210,12 @@ def test_retry_only_after_failure(owner: User, staff: User, worker: object) -> N
 
 
 def test_list_shows_only_own_runs_with_filters_and_cursor(
-    owner: User, other: User, staff: User
+    owner: User, other: User, staff: User, settings: Any
 ) -> None:
     # Earlier tests' runs may carry a reused user pk: flush them and start clean.
     flush_all()
     TaskRun.objects.all().delete()
+    use_own_key_prefix(settings)  # this test's runs reach the table by its own flush only
     mine = [make_run(owner) for _ in range(5)]
     failed = make_run(owner, status=Status.FAILED)
     theirs = make_run(other)

@@ -9,7 +9,8 @@ import pytest
 from tasktrail import Status, get_run
 from tasktrail.transitions import ANY_ATTEMPT, apply, stamp
 
-pytestmark = pytest.mark.django_db
+# Runs made here by hand are this test's alone (see conftest.own_key_prefix).
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("own_key_prefix")]
 
 
 def _new_run() -> str:
