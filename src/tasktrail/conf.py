@@ -132,20 +132,17 @@ SETTINGS: dict[str, Setting] = {
 
 
 class TasktrailSettings:
-    """Attribute access to ``settings.TASKTRAIL[...]`` with defaults, read on every access."""
+    """Attribute access to ``settings.TASKTRAIL[...]`` with defaults."""
 
     def __getattr__(self, name: str) -> Any:
-        try:
-            setting = SETTINGS[name]
-        except KeyError:
-            raise AttributeError(f"tasktrail has no setting {name!r}") from None
-        user: dict[str, Any] = getattr(django_settings, "TASKTRAIL", {}) or {}
-        return user.get(name, setting.default)
+        if name not in SETTINGS:
+            raise AttributeError(f"tasktrail has no setting {name!r}")
+        return self.snapshot()[name]
 
     def snapshot(self) -> dict[str, Any]:
-        """Every setting at once, for hot paths that read several per call (one lookup
-        of ``TASKTRAIL`` instead of one per name). Rebuilt when ``TASKTRAIL`` is
-        replaced, as ``override_settings`` and assignment do."""
+        """Every setting at once (hot paths read several per call). Rebuilt when
+        ``TASKTRAIL`` is replaced, as ``override_settings`` and assignment do; a dict
+        changed in place is not noticed."""
         user = getattr(django_settings, "TASKTRAIL", {}) or {}
         cached = self.__dict__.get("_snapshot")
         if cached is None or cached[0] is not user:
