@@ -84,7 +84,10 @@ TASKTRAIL = {
 }
 
 CELERY_BROKER_URL = os.environ.get("TASKTRAIL_TEST_BROKER", "redis://127.0.0.1:6379/8")
-CELERY_RESULT_BACKEND = None
+# tasktrail is the result backend; a control run may name Celery's own instead.
+CELERY_RESULT_BACKEND = os.environ.get(
+    "TASKTRAIL_TEST_RESULT_BACKEND", "tasktrail.backend.TasktrailBackend"
+)
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"

@@ -25,6 +25,10 @@ def _whole(value: str) -> int:
     return int(value or 0)
 
 
+def _generation(value: str) -> int:
+    return int(value or 1)
+
+
 def _json(value: str) -> Any:
     return json.loads(value) if value else None
 
@@ -54,6 +58,7 @@ COLUMNS: dict[str, tuple[str, Callable[[str], Any], Any]] = {
     "error_type": ("error_type", _text, ""),
     "error_message": ("error_message", _text, ""),
     "error_traceback": ("error_traceback", _text, ""),
+    "reason": ("error_reason", _text, ""),
     "enqueued_at": ("enqueued_at", to_datetime, None),
     "started_at": ("started_at", to_datetime, None),
     "last_attempted_at": ("last_attempted_at", to_datetime, None),
@@ -70,6 +75,7 @@ COLUMNS: dict[str, tuple[str, Callable[[str], Any], Any]] = {
     "cancelled_by": ("cancelled_by", _text, ""),
     "retry_of": ("retry_of", _text, ""),
     "args_incomplete": ("arguments_incomplete", _flag, False),
+    "gen": ("generation", _generation, 1),
     "version": ("version", _whole, 0),
 }
 

@@ -20,10 +20,11 @@ from . import keys
 from .canvas import RunGroup, enqueue_canvas
 from .conf import settings
 from .connection import get_redis
-from .receivers import is_tracked, publish_context
+from .receivers import publish_context
 from .records import Progress, to_datetime
 from .runs import Run, find_run
 from .status import Status
+from .tracked import is_tracked
 
 # Idempotency keys map to run ids deterministically, so a key used inside a
 # transaction that rolls back, and used again, still names one run.

@@ -33,14 +33,24 @@ logger = logging.getLogger("tasktrail")
 
 LEASE_SECONDS = 30.0
 
-# Lease due runs and return their hot records in the same call: id, JSON of the hash,
-# id, ... One JSON string per run parses in C; an HGETALL reply per run is a dozen
-# or more strings for redis-py to parse in Python (0.13 ms of CPU per run).
+# Lease due runs (or the runs named after ARGV[4]) and return their hot records in the
+# same call: id, JSON of the hash, id, ... One JSON string per run parses in C; an
+# HGETALL reply per run is a dozen or more strings for redis-py to parse in Python
+# (0.13 ms of CPU per run). "Due" is by the Redis server's clock, which the
+# transition script also uses: hosts whose clocks differ agree on it.
 _LEASE = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local ids
+if #ARGV > 4 then
+  ids = {}
+  for i = 5, #ARGV do ids[#ids + 1] = ARGV[i] end
+else
+  ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now + tonumber(ARGV[1]), 'LIMIT', 0, ARGV[3])
+end
 local out = {}
 for _, id in ipairs(ids) do
-  redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id)
+  redis.call('ZADD', KEYS[1], 'XX', string.format('%.6f', now + tonumber(ARGV[2])), id)
   local flat = redis.call('HGETALL', ARGV[4] .. ':run:' .. id)
   local record = {}
   for i = 1, #flat, 2 do record[flat[i]] = flat[i + 1] end
@@ -64,7 +74,7 @@ return released
 """
 
 # Columns a later hot record may lack (a run first seen at its start, say) keep
-# what the row already has.
+# what the row already has, unless the record is of a newer generation of the id.
 _KEEP_EXISTING = (
     "task", "enqueued_at", "started_at", "owner_id", "team", "subject", "idempotency_key",
     "parent_id", "root_id", "group_id", "args", "kwargs", "queue", "retry_of",
@@ -105,7 +115,11 @@ def _on_conflict(columns: list[str], connection: Any) -> str:
             continue
         column = quote(name)
         if name in _KEEP_EXISTING:
-            updates.append(f"{column} = COALESCE({table}.{column}, excluded.{column})")
+            generation = quote("generation")
+            updates.append(
+                f"{column} = CASE WHEN {table}.{generation} = excluded.{generation} "
+                f"THEN COALESCE({table}.{column}, excluded.{column}) ELSE excluded.{column} END"
+            )
         else:
             updates.append(f"{column} = excluded.{column}")
     return (
@@ -199,18 +213,28 @@ def _preparer(name: str, field: Any, connection: Any) -> Callable[[Any], Any]:
 def flush_once(limit: int | None = None, *, everything: bool = False) -> int:
     """Write one batch of due runs (``everything``: of all changed runs) to the database;
     return how many were written."""
+    # "everything": changes held back by FLUSH_DELAY too, but not runs under lease.
+    ahead = float(settings.FLUSH_DELAY) if everything else 0.0
+    return _write(int(limit or settings.FLUSH_BATCH_SIZE), ahead, ())
+
+
+def write_now(run_ids: list[str]) -> int:
+    """Write these runs to the database now, due or not (eager runs: no worker's
+    flusher sees them, and a test reads their rows right after the call)."""
+    return _write(len(run_ids), 0.0, run_ids)
+
+
+def _write(batch: int, ahead: float, run_ids: list[str] | tuple[()]) -> int:
     client = get_redis()
-    batch = int(limit or settings.FLUSH_BATCH_SIZE)
-    now = time.time()
     leased: Any = client.eval(
         _LEASE,
         1,
         keys.dirty_set(),
-        # "everything": changes held back by FLUSH_DELAY too, but not runs under lease.
-        repr(now + float(settings.FLUSH_DELAY)) if everything else repr(now),
-        repr(now + LEASE_SECONDS),
+        repr(ahead),
+        repr(LEASE_SECONDS),
         batch,
         keys.prefix(),
+        *run_ids,
     )
     if not leased:
         return 0

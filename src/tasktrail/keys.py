@@ -43,3 +43,13 @@ def idempotency(key: str) -> str:
 def channel(stream_key: str) -> str:
     """The wake-up channel of an event stream: its key with ``events`` -> ``ch``."""
     return stream_key.replace(":events:", ":ch:", 1)
+
+
+def celery_meta(run_id: str) -> str:
+    """Celery's own result key of a run (its Redis backend's default prefix)."""
+    return f"celery-task-meta-{run_id}"
+
+
+def waiting_set(base: str = "") -> str:
+    """Runs waiting in a queue (READY or RETRYING), scored by when they began to wait."""
+    return f"{base or prefix()}:waiting"

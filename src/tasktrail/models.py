@@ -32,6 +32,9 @@ class TaskRun(models.Model):
     error_type = models.CharField(max_length=255, blank=True, default="")
     error_message = models.TextField(blank=True, default="")
     error_traceback = models.TextField(blank=True, default="")
+    # Why it ended other than by its own return or raise: revoked, expired, terminated,
+    # lost, time_limit, rejected, ignored, not_registered, never_delivered.
+    error_reason = models.CharField(max_length=32, blank=True, default="")
 
     enqueued_at = models.DateTimeField()
     started_at = models.DateTimeField(null=True, blank=True)
@@ -61,6 +64,9 @@ class TaskRun(models.Model):
     # Some argument was redacted or cut on the way in: the run cannot be replayed as is.
     arguments_incomplete = models.BooleanField(default=False)
 
+    # A task id published again after its run is a new run under the same id: its
+    # generation counts those publishes.
+    generation = models.PositiveIntegerField(default=1)
     # Incremented by every change in Redis; the flusher only writes newer versions.
     version = models.BigIntegerField(default=0)
 

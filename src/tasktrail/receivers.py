@@ -1,7 +1,11 @@
 """Celery signal receivers: each translates one lifecycle step into one transition.
 
 Connected in ``TasktrailConfig.ready()``, so every Celery task is tracked, decorated
-or not, in every process that loads Django (web, worker, beat).
+or not, in every process that loads Django (web, worker, beat). With tasktrail as the
+result backend (``tasktrail.backend``) the outcome of an attempt is recorded there, as
+Celery stores it; the outcome receivers below record it only when no backend did
+(eager runs, ``ignore_result``, another result backend), and ``task_postrun`` settles
+whatever neither did (``Ignore``, ``Reject``).
 """
 
 from __future__ import annotations
@@ -11,19 +15,19 @@ import time
 import traceback as tb
 from contextvars import ContextVar
 from datetime import datetime
-from fnmatch import fnmatchcase
-from functools import lru_cache
 from typing import Any
 
-from celery import signals
-from celery.exceptions import Retry
+import redis
+from celery import signals, states
+from celery.exceptions import Reject, Retry
 
-from . import reporting
+from . import outcomes, reporting
 from .conf import settings
 from .exceptions import RunCancelled
 from .redaction import capped_json, redact_call
 from .status import Status
-from .transitions import ANY_ATTEMPT, dumps, safely, stamp
+from .tracked import is_tracked
+from .transitions import ANY_ATTEMPT, CeleryMeta, defer, dumps, stamp, submit
 
 logger = logging.getLogger("tasktrail")
 
@@ -33,14 +37,8 @@ publish_context: ContextVar[dict[str, str] | None] = ContextVar(
     "tasktrail_publish_context", default=None
 )
 
-
-@lru_cache(maxsize=32)
-def _excluded(name: str, patterns: tuple[str, ...]) -> bool:
-    return any(fnmatchcase(name, pattern) for pattern in patterns)
-
-
-def is_tracked(task_name: str) -> bool:
-    return not _excluded(task_name, tuple(settings.EXCLUDE_TASKS))
+# The message header that carries a run's generation from its publish to its worker.
+GENERATION_HEADER = "tasktrail_gen"
 
 
 def _epoch(value: Any) -> float | None:
@@ -57,22 +55,6 @@ def _state_event(run_id: str, **extra: Any) -> tuple[str, dict[str, Any]]:
     return ("state", {"run": run_id, "at": time.time(), **extra})
 
 
-def _error_fields(exc: BaseException, traceback_text: str) -> dict[str, str]:
-    kind = type(exc)
-    return {
-        "error_type": f"{kind.__module__}.{kind.__qualname__}",
-        "error_message": str(exc),
-        "error_traceback": traceback_text,
-    }
-
-
-def _json_result(value: Any) -> str:
-    try:
-        return capped_json(value, int(settings.MAX_RESULT_BYTES), dumps)
-    except (TypeError, ValueError):
-        return dumps({"unserializable": repr(value)[:1000]})
-
-
 def _stored_arguments(name: str, args: list[Any], kwargs: dict[str, Any]) -> dict[str, str]:
     safe_args, safe_kwargs, hidden = redact_call(name, args, kwargs)
     limit = int(settings.MAX_ARGUMENT_BYTES)
@@ -83,6 +65,25 @@ def _stored_arguments(name: str, args: list[Any], kwargs: dict[str, Any]) -> dic
     if hidden or '"truncated":' in stored["args"] + stored["kwargs"]:
         stored["args_incomplete"] = "1"  # retry() must not replay placeholders
     return stored
+
+
+def _generation(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _result_key(run_id: str) -> tuple[str, str]:
+    """Celery's result key of the run and the flag that resets it with a new generation,
+    when the app's result backend is tasktrail's (another backend keeps its own)."""
+    from celery import current_app
+
+    backend = current_app.backend
+    if getattr(backend, "records_runs", False) and hasattr(backend, "get_key_for_task"):
+        key = backend.get_key_for_task(run_id)
+        return (key.decode() if isinstance(key, bytes) else str(key)), "d"
+    return "", ""
 
 
 def on_before_task_publish(
@@ -116,16 +117,32 @@ def on_before_task_publish(
     }
     eta = _epoch(headers.get("eta"))
     fields = {"next_attempt_at": stamp(eta)} if eta else {}
-    safely(
-        run_id,
-        "publish",
-        status=Status.READY,
-        fields=fields,
-        create=create,
-        events=[_state_event(run_id, task=name, next_attempt_at=eta)],
-        now=now,
-        parent_id=create["parent"],
-    )
+    replaced = bool(headers.get("replaced_task_nesting"))
+    if replaced and (tracker := reporting.current()) is not None:
+        tracker.replaced = True  # this thread's task is being replaced: its run goes on
+    # A publish that is not Celery's retry nor a replacement is a new run, even under
+    # an id used before (a new generation of it).
+    flags = "r" if replaced else ("f" if not int(headers.get("retries") or 0) else "")
+    meta_key, reset = _result_key(run_id)
+    try:
+        applied = submit(
+            run_id,
+            "publish",
+            status=Status.READY,
+            fields=fields,
+            create=create,
+            events=[_state_event(run_id, task=name, next_attempt_at=eta)],
+            now=now,
+            parent_id=create["parent"],
+            generation=_generation(headers.get(GENERATION_HEADER)),
+            flags=flags + reset,
+            meta=CeleryMeta(meta_key, "") if meta_key else None,
+        )
+    except redis.RedisError as exc:  # Redis down: never block the publish
+        defer(run_id, "publish", {"status": Status.READY, "fields": fields, "create": create,
+                                  "now": now, "parent_id": create["parent"]}, exc)  # fmt: skip
+        return
+    headers[GENERATION_HEADER] = applied.generation
 
 
 def _attempt(task: Any) -> int:
@@ -137,80 +154,83 @@ def on_task_prerun(task_id: str = "", task: Any = None, **_: Any) -> None:
         return
     attempt = _attempt(task)
     now = time.time()
-    delivery = getattr(task.request, "delivery_info", None) or {}
-    worker = str(getattr(task.request, "hostname", "") or "")
-    tracker = reporting.begin(task_id, attempt)
-    tracker.record(
+    request = task.request
+    delivery = getattr(request, "delivery_info", None) or {}
+    worker = str(getattr(request, "hostname", "") or "")
+    eager = bool(getattr(request, "is_eager", False))
+    tracker = reporting.begin(
+        task_id, attempt, _generation(getattr(request, GENERATION_HEADER, None))
+    )
+    fields = {"last_attempted_at": stamp(now), "worker": worker, "next_attempt_at": ""}
+    tag = delivery.get("delivery_tag")
+    if tag is not None and not eager:
+        fields["delivery_tag"] = str(tag)  # to hand the message back if the worker dies
+    tracker.generation = tracker.record(
         "start",
         status=Status.RUNNING,
-        fields={"last_attempted_at": stamp(now), "worker": worker, "next_attempt_at": ""},
+        fields=fields,
         create={
             "id": task_id,
             "task": task.name,
             "enqueued_at": stamp(now),
             "started_at": stamp(now),
             "queue": str(delivery.get("routing_key") or ""),
-            "parent": str(getattr(task.request, "parent_id", "") or ""),
-            "root": str(getattr(task.request, "root_id", "") or ""),
-            "group": str(getattr(task.request, "group", "") or ""),
+            "parent": str(getattr(request, "parent_id", "") or ""),
+            "root": str(getattr(request, "root_id", "") or ""),
+            "group": str(getattr(request, "group", "") or ""),
         },
         events=[_state_event(task_id, worker=worker)],
         now=now,
+        flags="e" if eager else "",  # eager runs are never published: this is their start
     )
+
+
+def _mine(run_id: str) -> reporting.Tracker | None:
+    """This thread's tracker of ``run_id`` if its outcome is still to be recorded."""
+    tracker = reporting.current()
+    if tracker is None or tracker.run_id != run_id or tracker.recorded:
+        return None
+    tracker.flush()
+    return tracker
+
+
+def _outcome_args(tracker: reporting.Tracker) -> dict[str, Any]:
+    return {
+        "attempt": tracker.attempt,
+        "generation": tracker.generation,
+        "create": {"id": tracker.run_id},
+    }
 
 
 def on_task_success(sender: Any = None, result: Any = None, **_: Any) -> None:
-    if sender is None or not is_tracked(sender.name):
+    if sender is None or (tracker := _mine(str(sender.request.id))) is None:
         return
-    reporting.end()
-    run_id = str(sender.request.id)
-    now = time.time()
-    text = _json_result(result)
-    safely(
-        run_id,
-        "finish",
-        attempt=_attempt(sender),
-        status=Status.SUCCESSFUL,
-        fields={"finished_at": stamp(now), "result": text},
-        events=[("result", f'{{"run":{dumps(run_id)},"result":{text}}}'), _state_event(run_id)],
-        now=now,
-    )
+    tracker.recorded = True
+    outcomes.succeeded(tracker.run_id, result, **_outcome_args(tracker))
 
 
 def on_task_retry(sender: Any = None, request: Any = None, reason: Any = None, **_: Any) -> None:
-    if sender is None or request is None or not is_tracked(sender.name):
+    if sender is None or request is None or (tracker := _mine(str(request.id))) is None:
         return
-    reporting.end()
+    tracker.recorded = True
     exc = reason.exc if isinstance(reason, Retry) and reason.exc is not None else reason
     if isinstance(exc, RunCancelled):  # autoretry_for=(Exception,) must not revive it
-        on_task_failure(sender=sender, task_id=str(request.id), exception=exc)
+        outcomes.ended_with_error(
+            tracker.run_id, kind=outcomes.error_type(type(exc)), message=str(exc),
+            cancelled=True, **_outcome_args(tracker),
+        )  # fmt: skip
         return
-    fields: dict[str, str] = {}
-    if isinstance(exc, BaseException):
-        fields = _error_fields(exc, "".join(tb.format_exception(exc)))
     when = _epoch(reason.when) if isinstance(reason, Retry) and reason.when is not None else None
     if isinstance(reason, Retry) and isinstance(reason.when, int | float):
         when = time.time() + float(reason.when)
-    if when:
-        fields["next_attempt_at"] = stamp(when)
-    run_id = str(request.id)
-    safely(
-        run_id,
-        "retry",
-        attempt=int(request.retries or 0) + 1,
-        status=Status.RETRYING,
-        fields=fields,
-        events=[
-            _state_event(
-                run_id,
-                next_attempt_at=when,
-                error={
-                    "type": fields.get("error_type", ""),
-                    "message": fields.get("error_message", ""),
-                },
-            )
-        ],
-    )
+    kind, message, text = "", "", ""
+    if isinstance(exc, BaseException):
+        kind, message = outcomes.error_type(type(exc)), str(exc)
+        text = "".join(tb.format_exception(exc))
+    outcomes.retrying(
+        tracker.run_id, kind=kind, message=message, traceback=text, when=when,
+        **_outcome_args(tracker),
+    )  # fmt: skip
 
 
 def on_task_failure(
@@ -220,49 +240,81 @@ def on_task_failure(
     einfo: Any = None,
     **_: Any,
 ) -> None:
-    if sender is None or not is_tracked(sender.name):
+    if sender is None or (tracker := _mine(task_id)) is None:
         return
-    reporting.end()
-    now = time.time()
+    tracker.recorded = True
     exc = exception if exception is not None else RuntimeError("unknown failure")
-    status = Status.CANCELLED if isinstance(exc, RunCancelled) else Status.FAILED
-    fields = _error_fields(exc, str(getattr(einfo, "traceback", "") or ""))
-    fields["finished_at"] = stamp(now)
-    safely(
+    outcomes.ended_with_error(
         task_id,
-        "finish",
-        attempt=_attempt(sender),
-        status=status,
-        fields=fields,
-        events=[
-            _state_event(
-                task_id, error={"type": fields["error_type"], "message": fields["error_message"]}
-            )
-        ],
-        now=now,
+        kind=outcomes.error_type(type(exc)),
+        message=str(exc),
+        traceback=str(getattr(einfo, "traceback", "") or ""),
+        cancelled=isinstance(exc, RunCancelled),
+        **_outcome_args(tracker),
     )
 
 
-def on_task_revoked(
-    sender: Any = None, request: Any = None, expired: bool = False, **_: Any
+def on_task_postrun(
+    task_id: str = "", task: Any = None, retval: Any = None, state: str = "", **_: Any
 ) -> None:
+    """The net under every attempt: whatever ended it, the run does not stay RUNNING."""
+    tracker = reporting.current()
+    if tracker is None or tracker.run_id != task_id:
+        return
+    reporting.end()
+    eager = bool(getattr(getattr(task, "request", None), "is_eager", False))
+    if not tracker.recorded and not tracker.replaced:
+        tracker.recorded = True
+        _settle_unrecorded(tracker, state, retval)
+    if eager:
+        from . import flusher
+
+        flusher.write_now([task_id])  # no worker flushes an eager run: tests read the row
+
+
+def _settle_unrecorded(tracker: reporting.Tracker, state: str, retval: Any) -> None:
+    common = _outcome_args(tracker)
+    requeued = isinstance(retval, Reject) and bool(getattr(retval, "requeue", False))
+    if state == states.REJECTED and requeued:
+        # Back to its queue: the broker delivers it again, as Celery alone would.
+        submit(tracker.run_id, "store", status=Status.READY, fields={"worker": ""},
+               events=[_state_event(tracker.run_id, reason="requeued")], **common)  # fmt: skip
+    elif state == states.REJECTED:
+        outcomes.ended_with_error(
+            tracker.run_id, kind=outcomes.error_type(Reject), message=str(retval or ""),
+            reason="rejected", **common,
+        )  # fmt: skip
+    elif state == states.IGNORED:
+        outcomes.succeeded(tracker.run_id, None, reason="ignored", **common)
+    elif state == states.SUCCESS:
+        outcomes.succeeded(tracker.run_id, retval, **common)
+    elif isinstance(retval, BaseException):
+        outcomes.ended_with_error(
+            tracker.run_id, kind=outcomes.error_type(type(retval)), message=str(retval),
+            cancelled=isinstance(retval, RunCancelled), **common,
+        )  # fmt: skip
+
+
+def on_task_revoked(
+    sender: Any = None,
+    request: Any = None,
+    expired: bool = False,
+    terminated: bool = False,
+    **_: Any,
+) -> None:
+    """With tasktrail's backend, Celery stores the revoke itself (``mark_as_revoked``)
+    and this is refused as a repeat; with another backend, it records it."""
     if request is None or (sender is not None and not is_tracked(sender.name)):
         return
-    now = time.time()
-    run_id = str(request.id)
-    reason = "expired" if expired else "revoked"
-    safely(
-        run_id,
-        "finish",
+    reason = "expired" if expired else ("terminated" if terminated else "revoked")
+    outcomes.ended_with_error(
+        str(request.id),
+        kind="celery.exceptions.TaskRevokedError",
+        message=reason,
+        reason=reason,
+        cancelled=True,
         attempt=ANY_ATTEMPT,
-        status=Status.CANCELLED,
-        fields={
-            "finished_at": stamp(now),
-            "error_type": "celery.exceptions.TaskRevokedError",
-            "error_message": reason,
-        },
-        events=[_state_event(run_id, reason=reason)],
-        now=now,
+        create={"id": str(request.id)},
     )
 
 
@@ -272,23 +324,15 @@ def on_task_unknown(
     """A message for a task no worker has registered: fail it honestly instead of PENDING."""
     if not id or not is_tracked(name):
         return
-    now = time.time()
-    error = exc if exc is not None else LookupError(name)
-    fields = _error_fields(error, "")
-    fields["finished_at"] = stamp(now)
-    safely(
+    from celery.exceptions import NotRegistered
+
+    outcomes.ended_with_error(
         id,
-        "finish",
+        kind=outcomes.error_type(NotRegistered),
+        message=repr(name),
+        reason="not_registered",
         attempt=ANY_ATTEMPT,
-        status=Status.FAILED,
-        fields=fields,
-        create={"id": id, "task": name, "enqueued_at": stamp(now)},
-        events=[
-            _state_event(
-                id, error={"type": fields["error_type"], "message": fields["error_message"]}
-            )
-        ],
-        now=now,
+        create={"id": id, "task": name, "enqueued_at": stamp(time.time())},
     )
 
 
@@ -330,6 +374,7 @@ def connect() -> None:
         (signals.task_success, on_task_success),
         (signals.task_retry, on_task_retry),
         (signals.task_failure, on_task_failure),
+        (signals.task_postrun, on_task_postrun),
         (signals.task_revoked, on_task_revoked),
         (signals.task_unknown, on_task_unknown),
         (signals.worker_init, on_worker_init),

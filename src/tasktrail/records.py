@@ -43,6 +43,8 @@ class RunError:
     type: str
     message: str
     traceback: str = ""
+    # Why the run ended other than by its own return or raise ("" when it did).
+    reason: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +78,7 @@ class RunData:
     cancelled_by: str = ""
     retry_of: str = ""
     arguments_incomplete: bool = False
+    generation: int = 1
 
     @property
     def is_finished(self) -> bool:
@@ -101,11 +104,18 @@ class RunData:
             "group_id": self.group_id or None,
             "retry_of": self.retry_of or None,
             "cancel_requested_at": _iso(self.cancel_requested_at),
+            "generation": self.generation,
         }
         if self.status == Status.SUCCESSFUL:
             data["result"] = self.result
-        if self.error is not None and self.status in (Status.FAILED, Status.RETRYING):
-            data["error"] = {"type": self.error.type, "message": self.error.message}
+        if self.error is not None and self.status in (
+            Status.FAILED, Status.RETRYING, Status.CANCELLED
+        ):  # fmt: skip
+            data["error"] = {
+                "type": self.error.type,
+                "message": self.error.message,
+                "reason": self.error.reason or None,
+            }
         return data
 
 
@@ -155,6 +165,7 @@ def fields_from_hash(raw: Mapping[str, str]) -> dict[str, Any]:
             type=raw["error_type"],
             message=_text(raw, "error_message"),
             traceback=_text(raw, "error_traceback"),
+            reason=_text(raw, "reason"),
         )
     return {
         "id": raw["id"],
@@ -188,6 +199,7 @@ def fields_from_hash(raw: Mapping[str, str]) -> dict[str, Any]:
         "cancelled_by": _text(raw, "cancelled_by"),
         "retry_of": _text(raw, "retry_of"),
         "arguments_incomplete": raw.get("args_incomplete") == "1",
+        "generation": int(raw.get("gen") or 1),
     }
 
 
@@ -195,7 +207,10 @@ def fields_from_model(row: TaskRun) -> dict[str, Any]:
     error = None
     if row.error_type:
         error = RunError(
-            type=row.error_type, message=row.error_message, traceback=row.error_traceback
+            type=row.error_type,
+            message=row.error_message,
+            traceback=row.error_traceback,
+            reason=row.error_reason,
         )
     return {
         "id": row.id,
@@ -229,4 +244,5 @@ def fields_from_model(row: TaskRun) -> dict[str, Any]:
         "cancelled_by": row.cancelled_by,
         "retry_of": row.retry_of,
         "arguments_incomplete": row.arguments_incomplete,
+        "generation": row.generation,
     }

@@ -21,7 +21,7 @@ import redis
 from .conf import settings
 from .exceptions import RunCancelled
 from .redaction import redact_text
-from .transitions import Op, apply, defer
+from .transitions import Op, defer, submit
 
 FeedLevel = Literal["info", "success", "warning", "error"]
 FEED_LEVELS: frozenset[str] = frozenset({"info", "success", "warning", "error"})
@@ -34,12 +34,20 @@ class Tracker:
     """Progress state of the run the current worker thread is executing."""
 
     __slots__ = (
-        "attempt", "cancelled", "interval", "lock", "next_at", "pending", "run_id", "scheduled",
+        "attempt", "cancelled", "generation", "interval", "lock", "next_at", "outer",
+        "pending", "recorded", "replaced", "run_id", "scheduled",
     )  # fmt: skip
 
-    def __init__(self, run_id: str, attempt: int) -> None:
+    def __init__(self, run_id: str, attempt: int, generation: int | None = None) -> None:
         self.run_id = run_id
         self.attempt = attempt
+        self.generation = generation
+        # The attempt's outcome was recorded (by the result backend or a receiver).
+        self.recorded = False
+        # The task replaced itself (Task.replace): its run goes on in the replacement.
+        self.replaced = False
+        # The tracker of a task that runs this one in its own thread (eager), if any.
+        self.outer: Tracker | None = None
         self.interval = float(settings.PROGRESS_INTERVAL)
         self.next_at = 0.0
         self.pending: tuple[float, float | None, str | None] | None = None
@@ -51,16 +59,20 @@ class Tracker:
         if self.cancelled:
             raise RunCancelled(f"Run {self.run_id} was cancelled.")
 
-    def record(self, op: Op, **kwargs: Any) -> None:
-        """Send one transition; note a pending cancel (or a run already over)."""
+    def record(self, op: Op, **kwargs: Any) -> int | None:
+        """Send one transition; note a pending cancel. Return the run's generation."""
+        kwargs.setdefault("generation", self.generation)
         try:
             create = {"id": self.run_id, **kwargs.pop("create", {})}
-            applied = apply(self.run_id, op, attempt=self.attempt, create=create, **kwargs)
+            applied = submit(self.run_id, op, attempt=self.attempt, create=create, **kwargs)
         except redis.RedisError as exc:
             defer(self.run_id, op, {"attempt": self.attempt, **kwargs}, exc)
-            return
-        if applied is None or applied.cancel_requested:
+            return None
+        # Refused because the run was cancelled: stop. Refused because a newer publish of
+        # the same id took over: Celery runs this execution to its end, so do we.
+        if applied.cancel_requested:
             self.cancelled = True
+        return applied.generation
 
     def update(self, current: float, total: float | None, message: str | None) -> None:
         if self.cancelled:
@@ -145,19 +157,26 @@ _timer = _Timer()
 _current: ContextVar[Tracker | None] = ContextVar("tasktrail_current_run", default=None)
 
 
-def begin(run_id: str, attempt: int) -> Tracker:
+def begin(run_id: str, attempt: int, generation: int | None = None) -> Tracker:
     """Called by the receivers when an attempt starts in this thread."""
-    tracker = Tracker(run_id, attempt)
+    tracker = Tracker(run_id, attempt, generation)
+    tracker.outer = _current.get()
     _current.set(tracker)
     return tracker
 
 
-def end() -> None:
-    """Called by the receivers before an attempt's outcome is recorded."""
+def current() -> Tracker | None:
+    """The tracker of the attempt this thread is executing, if any."""
+    return _current.get()
+
+
+def end() -> Tracker | None:
+    """Called by the receivers when the attempt is over (``task_postrun``)."""
     tracker = _current.get()
     if tracker is not None:
         tracker.flush()
-        _current.set(None)
+        _current.set(tracker.outer)
+    return tracker
 
 
 def current_run_id() -> str | None:

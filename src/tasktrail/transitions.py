@@ -25,7 +25,7 @@ from .connection import get_redis
 
 logger = logging.getLogger("tasktrail")
 
-Op = Literal["publish", "start", "retry", "finish", "cancel", "progress", "feed"]
+Op = Literal["publish", "start", "retry", "finish", "cancel", "progress", "feed", "store"]
 ANY_ATTEMPT = -1
 
 _SCRIPT_SOURCE = resources.files("tasktrail").joinpath("lua/transition.lua").read_text()
@@ -41,10 +41,22 @@ def _script(client: redis.Redis) -> Script:
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """A transition that happened: its events' ids, and whether a cancel is pending."""
+    """What the script did: its events' ids, whether a cancel is pending, the run's
+    generation, and whether the change was made at all (``ok``)."""
 
     ids: list[str]
     cancel_requested: bool
+    generation: int = 1
+    ok: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CeleryMeta:
+    """Celery's own result meta to store with a transition (the result backend)."""
+
+    key: str
+    value: str | bytes
+    ttl: int = 0
 
 
 def dumps(value: Any) -> str:
@@ -67,14 +79,31 @@ def apply(
     events: Iterable[tuple[str, Mapping[str, Any] | str]] = (),
     now: float | None = None,
     parent_id: str = "",
+    generation: int | None = None,
+    flags: str = "",
+    meta: CeleryMeta | None = None,
 ) -> Applied | None:
     """Apply one transition; return what happened, or ``None`` if it was refused.
 
-    An event's data is a mapping, or a JSON text already encoded.
+    An event's data is a mapping, or a JSON text already encoded. ``generation`` is
+    the one of the message the change comes from (a write from an earlier publish of
+    the same id is refused); ``flags`` are the script's (see ``lua/transition.lua``);
+    ``meta`` is Celery's result meta, stored in the same call.
 
     Raises ``redis.RedisError`` when Redis cannot be reached (at once, for a moment after
     a failure); callers on a task's path use :func:`safely` or :func:`defer`.
     """
+    applied = submit(
+        run_id, op, attempt=attempt, status=status, fields=fields, create=create,
+        events=events, now=now, parent_id=parent_id, generation=generation, flags=flags,
+        meta=meta,
+    )  # fmt: skip
+    return applied if applied.ok else None
+
+
+def submit(run_id: str, op: Op, **kwargs: Any) -> Applied:
+    """:func:`apply`, also telling what a refusal means (``ok`` is false): a task's
+    tracker needs to know whether its run was cancelled or merely moved on."""
     global _down_until
     if time.monotonic() < _down_until:
         raise redis.ConnectionError("Redis was unreachable a moment ago; not retrying yet.")
@@ -82,7 +111,7 @@ def apply(
         if _backlog:
             with _backlog_lock:
                 _replay()  # what waited for Redis goes first, to keep the order
-        return _call(run_id, op, attempt, status, fields, create, events, now, parent_id)
+        return _call(run_id, op, **kwargs)
     except redis.RedisError:
         _down_until = time.monotonic() + RETRY_AFTER
         raise
@@ -98,7 +127,10 @@ def _call(
     events: Iterable[tuple[str, Mapping[str, Any] | str]] = (),
     now: float | None = None,
     parent_id: str = "",
-) -> Applied | None:
+    generation: int | None = None,
+    flags: str = "",
+    meta: CeleryMeta | None = None,
+) -> Applied:
     client = get_redis()
     when = time.time() if now is None else now
     conf = settings.snapshot()  # one settings lookup per call, not eleven
@@ -110,6 +142,7 @@ def _call(
             keys.firehose_stream(prefix),
             keys.dirty_set(prefix),
             keys.run_hash(parent_id or run_id, prefix),
+            meta.key if meta is not None else keys.celery_meta(run_id),
         ],
         args=[
             run_id,
@@ -128,13 +161,21 @@ def _call(
             conf["FIREHOSE_MAXLEN"],
             conf["STREAM_TTL"],
             conf["FLUSH_DELAY"],
+            meta.value if meta is not None else "",
+            meta.ttl if meta is not None else 0,
+            "" if generation is None else generation,
+            flags,
         ],
     )
-    if not result:
+    ids, cancel, gen, ok = result
+    if not ok:
         logger.debug("tasktrail: %s of run %s refused (finished or stale)", op, run_id)
-        return None
-    ids, cancel = result
-    return Applied([i.decode() if isinstance(i, bytes) else str(i) for i in ids], bool(cancel))
+    return Applied(
+        [i.decode() if isinstance(i, bytes) else str(i) for i in ids],
+        bool(cancel),
+        int(gen),
+        bool(ok),
+    )
 
 
 def safely(run_id: str, op: Op, **kwargs: Any) -> Applied | None:

@@ -1,43 +1,110 @@
 -- One transition of one run, atomically: check that it may happen, update the
--- hot record, append its events to the run, subject and firehose streams, mark
--- the run for the database flusher and wake the web processes.
+-- hot record, store Celery's own result meta (when tasktrail is the result
+-- backend), append the events to the run, subject and firehose streams, mark the
+-- run for the database flusher and wake the web processes.
 --
 -- KEYS[1] run hash   KEYS[2] run stream   KEYS[3] firehose   KEYS[4] dirty zset
 -- KEYS[5] the parent run's hash (a new run inherits its owner, team and subject)
--- ARGV[1] run id     ARGV[2] op (publish|start|retry|finish|cancel|progress|feed)
--- ARGV[3] attempt    ARGV[4] status to set ('' = unchanged)   ARGV[5] now (epoch s)
+-- KEYS[6] Celery's result key of this run (celery-task-meta-<id>)
+-- ARGV[1] run id     ARGV[2] op (publish|start|retry|finish|cancel|progress|feed|store)
+-- ARGV[3] attempt    ARGV[4] status to set ('' = unchanged)   ARGV[5] now (epoch s,
+-- the caller's clock: shown to people, never used to order writes)
 -- ARGV[6] fields to set (JSON object)   ARGV[7] fields set only when missing (JSON)
 -- ARGV[8] events (JSON array of [kind, data as a JSON string])   ARGV[9] key prefix
 -- ARGV[10] run stream maxlen  ARGV[11] subject maxlen  ARGV[12] firehose maxlen
 -- ARGV[13] ttl after finish (s)   ARGV[14] flush delay of unfinished runs (s)
--- Returns {event ids, cancel requested (0/1)}, or false when refused.
+-- ARGV[15] Celery result meta to store ('' = none)   ARGV[16] its ttl (s, 0 = none)
+-- ARGV[17] generation of the message this write comes from ('' = not known)
+-- ARGV[18] flags: f = a fresh publish (not a retry): a known id starts a new
+--   generation; r = a replacement (Task.replace) continues the run; e = an eager start:
+--   a finished run starts a new generation; x = never create a record; d = a new
+--   generation also drops Celery's result key
+-- Returns {event ids, cancel requested (0/1), generation, applied (0/1)}.
 
 local FINISHED = {SUCCESSFUL = true, FAILED = true, CANCELLED = true}
+-- A run failed because its worker died may run again (a redelivered message).
+local LOST = {['celery.exceptions.WorkerLostError'] = true, ['tasktrail.exceptions.WorkerLost'] = true}
 local op = ARGV[2]
 local attempt = tonumber(ARGV[3])
 local status = ARGV[4]
+local flags = ARGV[18]
+local function flag(c) return string.find(flags, c, 1, true) ~= nil end
 
-local cur = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'worker', 'cancel_requested_at', 'version')
+local cur = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'worker', 'cancel_requested_at',
+  'version', 'gen', 'error_type')
 local exists = cur[1] ~= false
 local attempts = tonumber(cur[2] or '0') or 0
+local gen = tonumber(cur[6] or '1') or 1
+local from_gen = tonumber(ARGV[17])
 
-if exists and FINISHED[cur[1]] then return false end
-if op == 'progress' or op == 'feed' then
-  if exists and attempt < attempts then return false end
-  -- No record: Redis restarted empty under a running task. Start it over (the
-  -- database row holds the rest; reads merge the two).
-  if not exists then status = 'RUNNING' end
-elseif op == 'cancel' then
-  if not exists then return false end
-  -- A running attempt is asked to stop (cooperatively); a waiting one ends now.
-  if cur[1] == 'RUNNING' then status = '' end
-elseif op == 'publish' then
-  if exists then
+local function refused(cancel)
+  return {{}, cancel and 1 or 0, gen, 0}
+end
+
+-- A write from an execution of an earlier publish of this id: that generation is over.
+if exists and from_gen and from_gen < gen then return refused(false) end
+
+-- Celery's own result first, by Celery's rule: a stored SUCCESS is never overwritten.
+if ARGV[15] ~= '' then
+  local old = redis.call('GET', KEYS[6])
+  local ok, meta = pcall(cjson.decode, old or '{}')
+  if not (ok and type(meta) == 'table' and meta['status'] == 'SUCCESS') then
+    if tonumber(ARGV[16]) > 0 then
+      redis.call('SET', KEYS[6], ARGV[15], 'EX', ARGV[16])
+    else
+      redis.call('SET', KEYS[6], ARGV[15])
+    end
+    redis.call('PUBLISH', KEYS[6], ARGV[15])
+  end
+end
+
+if not exists and flag('x') then return refused(false) end
+
+local new_generation = false
+if op == 'publish' and exists then
+  if flag('r') then
+    status = '' -- the replacement carries the run on
+  elseif flag('f') then
+    new_generation = true
+  else
     -- A re-publish of a known run is Celery scheduling its next attempt.
+    if FINISHED[cur[1]] then return refused(cur[1] == 'CANCELLED') end
     if cur[1] == 'RUNNING' or cur[1] == 'RETRYING' then status = 'RETRYING' else status = '' end
   end
-elseif attempt >= 0 and attempt < attempts then
-  return false -- a late signal from an earlier attempt
+elseif op == 'start' and exists and FINISHED[cur[1]] then
+  if flag('e') then
+    new_generation = true
+  elseif not (cur[1] == 'FAILED' and LOST[cur[7] or '']) then
+    return refused(cur[1] == 'CANCELLED')
+  end
+elseif exists and FINISHED[cur[1]] then
+  return refused(cur[1] == 'CANCELLED')
+elseif op == 'progress' or op == 'feed' or op == 'store' then
+  if exists and attempt > 0 and attempt < attempts then return refused(false) end
+  -- No record: Redis restarted empty under a running task. Start it over (the
+  -- database row holds the rest; reads merge the two).
+  if not exists and status == '' then status = 'RUNNING' end
+elseif op == 'cancel' then
+  if not exists then return refused(false) end
+  -- A running attempt is asked to stop (cooperatively); a waiting one ends now.
+  if cur[1] == 'RUNNING' then status = '' end
+elseif op ~= 'publish' and attempt >= 0 and attempt < attempts then
+  return refused(false) -- a late signal from an earlier attempt
+end
+
+local version = tonumber(cur[5] or '0') or 0
+if new_generation then
+  -- The same id published again: a new run under the same id. The event stream goes
+  -- on (resume still works); the record and Celery's result start over.
+  if cur[3] and cur[3] ~= '' then redis.call('SREM', ARGV[9] .. ':active:' .. cur[3], ARGV[1]) end
+  redis.call('DEL', KEYS[1])
+  if flag('d') then redis.call('DEL', KEYS[6]) end
+  redis.call('ZREM', ARGV[9] .. ':cancels', ARGV[1])
+  gen = gen + 1
+  exists = false
+  attempts = 0
+  cur = {false, false, false, false, false, false, false}
+  if op == 'publish' then status = 'READY' else status = 'RUNNING' end
 end
 
 local fields = cjson.decode(ARGV[6])
@@ -59,14 +126,17 @@ if op == 'cancel' and status == '' then apply = {cancel_requested_at = fields['c
 for k, v in pairs(apply) do flat[#flat + 1] = k; flat[#flat + 1] = v end
 if status ~= '' then flat[#flat + 1] = 'status'; flat[#flat + 1] = status end
 if attempt > attempts then flat[#flat + 1] = 'attempts'; flat[#flat + 1] = tostring(attempt) end
--- Versions order the flusher's writes. They follow the clock (microseconds) so they
--- keep increasing even when Redis restarts empty and a run's record starts over.
-local version = tonumber(cur[5] or '0') or 0
+if not exists then flat[#flat + 1] = 'gen'; flat[#flat + 1] = tostring(gen) end
+-- Versions order the flusher's writes. They come from the Redis server's clock, the
+-- one clock every host shares, and keep increasing even when Redis restarts empty
+-- and a run's record starts over (the database row keeps the last version).
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 flat[#flat + 1] = 'version'
-flat[#flat + 1] = string.format('%d', math.max(version + 1, math.floor(tonumber(ARGV[5]) * 1000000)))
+flat[#flat + 1] = string.format('%d', math.max(version + 1, tonumber(clock[1]) * 1000000 + tonumber(clock[2])))
 redis.call('HSET', KEYS[1], unpack(flat))
 
-local meta = redis.call('HMGET', KEYS[1], 'subject', 'owner', 'team', 'status', 'attempts')
+local meta = redis.call('HMGET', KEYS[1], 'subject', 'owner', 'team', 'status', 'attempts', 'next_attempt_at')
 local subject, owner, team = meta[1], meta[2] or '', meta[3] or ''
 local prefix = ARGV[9]
 local subject_key = false
@@ -80,6 +150,11 @@ for _, ev in ipairs(cjson.decode(ARGV[8])) do
     local data = cjson.decode(body)
     data['status'] = meta[4]
     data['attempts'] = tonumber(meta[5] or '0')
+    data['generation'] = gen
+    -- A retry's time is known to its publish, which comes first: say it here too.
+    if data['next_attempt_at'] == nil and meta[6] and meta[6] ~= '' and meta[4] == 'RETRYING' then
+      data['next_attempt_at'] = tonumber(meta[6])
+    end
     body = cjson.encode(data)
   end
   local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[10], '*', 'kind', kind, 'data', body)
@@ -110,11 +185,17 @@ if op == 'cancel' then
   redis.call('ZADD', prefix .. ':cancels', ARGV[5], ARGV[1])
   redis.call('PUBLISH', prefix .. ':ch:cancels', ARGV[1])
 end
+-- Runs waiting in a queue, for the sweep that settles those the broker lost.
+if meta[4] == 'READY' or meta[4] == 'RETRYING' then
+  redis.call('ZADD', prefix .. ':waiting', string.format('%.6f', now), ARGV[1])
+else
+  redis.call('ZREM', prefix .. ':waiting', ARGV[1])
+end
 
 -- Due for the flusher: at once when the run ends, after a short delay otherwise, so a
 -- quick run is written once instead of at every step. LT also pulls a run that a
 -- flusher has leased back to due when it changes again.
-local due = tonumber(ARGV[5])
+local due = now
 if not FINISHED[meta[4]] then due = due + tonumber(ARGV[14]) end
 redis.call('ZADD', KEYS[4], 'LT', string.format('%.6f', due), ARGV[1])
 if FINISHED[meta[4]] then
@@ -125,4 +206,4 @@ if FINISHED[meta[4]] then
 end
 local cancel = 0
 if cur[4] or apply['cancel_requested_at'] or create['cancel_requested_at'] then cancel = 1 end
-return {ids, cancel}
+return {ids, cancel, gen, 1}

@@ -1,0 +1,192 @@
+"""tasktrail as Celery's result backend: the run record *is* the result.
+
+``CELERY_RESULT_BACKEND = "tasktrail.backend.TasktrailBackend"`` (with the Django
+namespace) stores Celery's result exactly as Celery's Redis backend does, in
+``TASKTRAIL['REDIS_URL']``, so ``AsyncResult``, ``.get()``, chords and
+``update_state`` keep working; and every state Celery stores becomes a transition of
+the run in the same Redis call. That is how states no signal reports reach the record:
+``update_state`` progress and custom states, chain steps Celery fails without running
+them, a chord body whose header failed, a run failed or revoked by the worker's main
+process (time limits, lost pool processes, terminate).
+
+A project that must keep another result backend mixes :class:`RecordingBackendMixin`
+into that backend's class instead (see docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from celery import states
+from celery.backends.redis import RedisBackend
+from django.core.exceptions import ImproperlyConfigured
+from kombu.utils.encoding import bytes_to_str
+
+from . import outcomes, reporting
+from .conf import settings
+from .tracked import is_tracked
+from .transitions import ANY_ATTEMPT, Applied, CeleryMeta, dumps
+
+logger = logging.getLogger("tasktrail")
+
+BACKEND_PATH = "tasktrail.backend.TasktrailBackend"
+
+
+def _context(request: Any, run_id: str) -> tuple[int, int | None]:
+    """The attempt and generation a write comes from, when it is the request's own run
+    (a chain step failed by its predecessor has neither)."""
+    if request is None or str(getattr(request, "id", "") or "") != run_id:
+        return ANY_ATTEMPT, None
+    attempt = int(getattr(request, "retries", 0) or 0) + 1
+    generation = getattr(request, "tasktrail_gen", None)
+    return attempt, (int(generation) if generation not in (None, "") else None)
+
+
+def _create(run_id: str, request: Any) -> dict[str, str] | None:
+    """Fields of a record this write may create; None for a task tasktrail does not
+    track (its id still gets Celery's result, and a record only if it has one)."""
+    name = str(getattr(request, "task", "") or "") if request is not None else ""
+    if not name or not is_tracked(name):
+        return None
+    return {
+        "id": run_id,
+        "task": name,
+        "parent": str(getattr(request, "parent_id", "") or ""),
+        "root": str(getattr(request, "root_id", "") or ""),
+        "group": str(getattr(request, "group", "") or ""),
+    }
+
+
+def _exception_fields(result: Any) -> tuple[str, str]:
+    """Type and message of an exception as Celery encoded it (or a raw meta dict)."""
+    if isinstance(result, BaseException):
+        return outcomes.error_type(type(result)), str(result)
+    if isinstance(result, Mapping) and "exc_type" in result:
+        module = str(result.get("exc_module") or "builtins")
+        args = result.get("exc_message")
+        if isinstance(args, list | tuple):
+            message = str(args[0]) if len(args) == 1 else ", ".join(str(a) for a in args)
+        else:
+            message = str(args or "")
+        return f"{module}.{result['exc_type']}", message
+    # update_state(state="FAILURE", meta={...}): no exception, only the task's meta.
+    return "celery.states.FAILURE", dumps(result)
+
+
+def record(
+    run_id: str,
+    result: Any,
+    state: str,
+    traceback: Any = None,
+    request: Any = None,
+    meta: CeleryMeta | None = None,
+) -> Applied | None:
+    """Turn one state Celery stores for ``run_id`` into a transition (with ``meta``,
+    Celery's encoded result, stored in the same call)."""
+    attempt, generation = _context(request, run_id)
+    create = _create(run_id, request)
+    tracker = reporting.current()
+    if (
+        tracker is not None
+        and tracker.run_id == run_id
+        and state in states.READY_STATES | {states.RETRY}
+    ):
+        tracker.flush()  # the last progress goes before the outcome
+        tracker.recorded = True
+    common: dict[str, Any] = {
+        "attempt": attempt, "generation": generation, "meta": meta, "create": create,
+    }  # fmt: skip
+    if state == states.SUCCESS:
+        return outcomes.succeeded(run_id, result, **common)
+    if state in (states.FAILURE, states.REVOKED):
+        kind, message = _exception_fields(result)
+        reason = ""
+        if state == states.REVOKED:
+            reason = message if message in outcomes.REASONS else "revoked"
+        return outcomes.ended_with_error(
+            run_id,
+            kind=kind,
+            message=message,
+            traceback=str(traceback or ""),
+            reason=reason,
+            cancelled=state == states.REVOKED or kind == "tasktrail.exceptions.RunCancelled",
+            **common,
+        )
+    if state == states.RETRY:
+        kind, message = _exception_fields(result)
+        return outcomes.retrying(
+            run_id, kind=kind, message=message, traceback=str(traceback or ""), **common
+        )
+    if state in (states.PENDING, states.RECEIVED, states.STARTED):
+        # Nothing the signals have not said: store Celery's meta, change nothing else.
+        return outcomes.custom_state_meta_only(run_id, meta=meta, generation=generation)
+    return outcomes.custom_state(run_id, state, result, **common)
+
+
+class RecordingBackendMixin:
+    """Mix into a Celery result backend so each stored state is also a transition.
+
+    ``class Backend(RecordingBackendMixin, DatabaseBackend): ...`` keeps that backend's
+    own storage and adds one Redis call per stored state.
+    """
+
+    records_runs = True
+
+    def store_result(
+        self, task_id: Any, result: Any, state: str, traceback: Any = None,
+        request: Any = None, **kwargs: Any,
+    ) -> Any:  # fmt: skip
+        stored = super().store_result(  # type: ignore[misc]
+            task_id, result, state, traceback=traceback, request=request, **kwargs
+        )
+        record(bytes_to_str(task_id), result, state, traceback, request)
+        return stored
+
+
+class TasktrailBackend(RedisBackend):
+    """Celery's Redis result backend, writing each result and its transition at once."""
+
+    records_runs = True
+
+    def __init__(self, *args: Any, url: str | None = None, **kwargs: Any) -> None:
+        redis_url = str(settings.REDIS_URL or "")
+        if not redis_url:
+            raise ImproperlyConfigured(
+                "tasktrail's result backend stores results in TASKTRAIL['REDIS_URL']; set it."
+            )
+        if url and url.rstrip("/") != redis_url.rstrip("/"):
+            raise ImproperlyConfigured(
+                f"tasktrail's result backend uses TASKTRAIL['REDIS_URL'] ({redis_url}); "
+                f"set CELERY_RESULT_BACKEND to {BACKEND_PATH!r} without a URL, not {url!r}."
+            )
+        super().__init__(*args, url=redis_url, **kwargs)  # type: ignore[misc]
+
+    def _store_result(
+        self, task_id: Any, result: Any, state: str, traceback: Any = None,
+        request: Any = None, **kwargs: Any,
+    ) -> Any:  # fmt: skip
+        meta = self._get_result_meta(  # type: ignore[attr-defined]
+            result=result, state=state, traceback=traceback, request=request
+        )
+        run_id = bytes_to_str(task_id)
+        meta["task_id"] = run_id
+        encoded = self.encode(meta)
+        expires: Any = self.expires if state != states.FAILURE else self.failure_expires  # type: ignore[attr-defined]
+        record(
+            run_id,
+            result,
+            state,
+            traceback,
+            request,
+            meta=CeleryMeta(key=bytes_to_str(self.get_key_for_task(task_id)), value=encoded,
+                            ttl=int(expires or 0)),
+        )  # fmt: skip
+        return result
+
+
+def records_results(app: Any) -> bool:
+    """Whether ``app``'s result backend records runs (so publishes also reset it)."""
+    backend = getattr(app, "backend", None)
+    return isinstance(backend, TasktrailBackend | RecordingBackendMixin)

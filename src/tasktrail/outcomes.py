@@ -1,0 +1,264 @@
+"""How each way a Celery run can end, or pause, becomes one transition.
+
+Two callers share these: the result backend (``tasktrail.backend``), which sees every
+state Celery stores, including ones no signal reports (``update_state``, chain steps
+failed without running, chord bodies), and the signal receivers, which cover what no
+backend sees (eager runs, ``ignore_result`` tasks, another result backend).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from .conf import settings
+from .redaction import capped_json
+from .status import Status
+from .transitions import Applied, CeleryMeta, Op, dumps, safely, stamp
+
+# Why a run ended other than by its own return or raise, as ``error.reason``.
+REASONS = frozenset(
+    {"revoked", "expired", "terminated", "lost", "time_limit", "rejected", "ignored",
+     "not_registered", "never_delivered"}
+)  # fmt: skip
+
+_REASON_BY_ERROR = {
+    "celery.exceptions.WorkerLostError": "lost",
+    "tasktrail.exceptions.WorkerLost": "lost",
+    "celery.exceptions.TimeLimitExceeded": "time_limit",
+    "billiard.exceptions.TimeLimitExceeded": "time_limit",
+    "celery.exceptions.NotRegistered": "not_registered",
+}
+
+
+def error_type(kind: type[BaseException]) -> str:
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def json_result(value: Any) -> str:
+    try:
+        return capped_json(value, int(settings.MAX_RESULT_BYTES), dumps)
+    except (TypeError, ValueError):
+        return dumps({"unserializable": repr(value)[:1000]})
+
+
+def _state_event(run_id: str, **extra: Any) -> tuple[str, dict[str, Any]]:
+    return ("state", {"run": run_id, "at": time.time(), **extra})
+
+
+def _send(
+    run_id: str,
+    op: Op,
+    *,
+    status: str,
+    fields: dict[str, str],
+    events: list[tuple[str, Mapping[str, Any] | str]],
+    attempt: int,
+    generation: int | None,
+    meta: CeleryMeta | None,
+    create: Mapping[str, str] | None,
+    now: float,
+) -> Applied | None:
+    return safely(
+        run_id,
+        op,
+        attempt=attempt,
+        status=status,
+        fields=fields,
+        create=create,
+        events=events,
+        now=now,
+        generation=generation,
+        flags="" if create else "x",  # an untracked task's id gets no record
+        meta=meta,
+    )
+
+
+def succeeded(
+    run_id: str,
+    value: Any,
+    *,
+    attempt: int,
+    generation: int | None = None,
+    meta: CeleryMeta | None = None,
+    create: Mapping[str, str] | None = None,
+    reason: str = "",
+) -> Applied | None:
+    now = time.time()
+    text = json_result(value)
+    fields = {
+        "finished_at": stamp(now),
+        "result": text,
+        "next_attempt_at": "",
+        "error_type": "",
+        "error_message": "",
+        "error_traceback": "",
+        "reason": reason,
+    }
+    return _send(
+        run_id,
+        "finish",
+        status=Status.SUCCESSFUL,
+        fields=fields,
+        events=[
+            ("result", f'{{"run":{dumps(run_id)},"result":{text}}}'),
+            _state_event(run_id, **({"reason": reason} if reason else {})),
+        ],
+        attempt=attempt,
+        generation=generation,
+        meta=meta,
+        create=create,
+        now=now,
+    )
+
+
+def ended_with_error(
+    run_id: str,
+    *,
+    kind: str,
+    message: str,
+    traceback: str = "",
+    reason: str = "",
+    cancelled: bool = False,
+    attempt: int,
+    generation: int | None = None,
+    meta: CeleryMeta | None = None,
+    create: Mapping[str, str] | None = None,
+) -> Applied | None:
+    """FAILED, or CANCELLED (a revoke, a cancel the task obeyed)."""
+    now = time.time()
+    reason = reason or _REASON_BY_ERROR.get(kind, "")
+    fields = {
+        "finished_at": stamp(now),
+        "error_type": kind,
+        "error_message": message,
+        "error_traceback": traceback,
+        "reason": reason,
+        "next_attempt_at": "",
+    }
+    error = {"type": kind, "message": message, "reason": reason or None}
+    return _send(
+        run_id,
+        "finish",
+        status=Status.CANCELLED if cancelled else Status.FAILED,
+        fields=fields,
+        events=[_state_event(run_id, error=error, **({"reason": reason} if reason else {}))],
+        attempt=attempt,
+        generation=generation,
+        meta=meta,
+        create=create,
+        now=now,
+    )
+
+
+def retrying(
+    run_id: str,
+    *,
+    kind: str,
+    message: str,
+    traceback: str = "",
+    when: float | None = None,
+    attempt: int,
+    generation: int | None = None,
+    meta: CeleryMeta | None = None,
+    create: Mapping[str, str] | None = None,
+) -> Applied | None:
+    fields = {"error_type": kind, "error_message": message, "error_traceback": traceback}
+    if when:
+        fields["next_attempt_at"] = stamp(when)
+    return _send(
+        run_id,
+        "retry",
+        status=Status.RETRYING,
+        fields=fields,
+        events=[
+            _state_event(
+                run_id,
+                error={"type": kind, "message": message},
+                # Unknown to a backend's retry: the script adds what the publish set.
+                **({"next_attempt_at": when} if when else {}),
+            )
+        ],
+        attempt=attempt,
+        generation=generation,
+        meta=meta,
+        create=create,
+        now=time.time(),
+    )
+
+
+def _progress_of(info: Any) -> dict[str, str]:
+    """Progress in a custom state's meta, as celery-progress and most teams write it:
+    ``{"current": 3, "total": 10}`` (``done``/``pending`` and ``percent`` too)."""
+    if not isinstance(info, Mapping):
+        return {}
+    current = info.get("current", info.get("done"))
+    total = info.get("total")
+    if current is None and isinstance(info.get("percent"), int | float):
+        current, total = info["percent"], 100
+    fields: dict[str, str] = {}
+    if isinstance(current, int | float) and not isinstance(current, bool):
+        fields["p_current"] = repr(float(current))
+        if isinstance(total, int | float) and not isinstance(total, bool):
+            fields["p_total"] = repr(float(total))
+    message = info.get("message", info.get("description", info.get("status")))
+    if isinstance(message, str):
+        fields["p_message"] = message
+    return fields
+
+
+def custom_state(
+    run_id: str,
+    state: str,
+    info: Any,
+    *,
+    attempt: int,
+    generation: int | None = None,
+    meta: CeleryMeta | None = None,
+    create: Mapping[str, str] | None = None,
+) -> Applied | None:
+    """``update_state(state="PROGRESS", meta=...)`` or any state of the task's own: the
+    run is running, with the progress the meta carries."""
+    fields = _progress_of(info)
+    fields["celery_state"] = state
+    events: list[tuple[str, Mapping[str, Any] | str]] = []
+    if "p_current" in fields:
+        data: dict[str, Any] = {"run": run_id, "current": float(fields["p_current"])}
+        if "p_total" in fields and float(fields["p_total"]):
+            total = float(fields["p_total"])
+            data["total"] = total
+            data["percent"] = round(min(100.0, max(0.0, data["current"] * 100.0 / total)), 2)
+        if "p_message" in fields:
+            data["message"] = fields["p_message"]
+        events.append(("progress", data))
+    return _send(
+        run_id,
+        "store",
+        status=Status.RUNNING,
+        fields=fields,
+        events=events,
+        attempt=attempt,
+        generation=generation,
+        meta=meta,
+        create=create,
+        now=time.time(),
+    )
+
+
+def custom_state_meta_only(
+    run_id: str, *, meta: CeleryMeta | None, generation: int | None = None
+) -> Applied | None:
+    """A state the signals already reported (STARTED): only Celery's meta is stored."""
+    return _send(
+        run_id,
+        "store",
+        status="",
+        fields={},
+        events=[],
+        attempt=-1,
+        generation=generation,
+        meta=meta,
+        create=None,
+        now=time.time(),
+    )
