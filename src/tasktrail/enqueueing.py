@@ -16,7 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import models, transaction
 from kombu.utils.json import dumps as kombu_dumps
 
-from . import keys
+from . import ids, keys
 from .canvas import RunGroup, enqueue_canvas
 from .conf import settings
 from .connection import get_redis
@@ -230,10 +230,10 @@ def enqueue(
     run_id = str(celery_options.pop("task_id", None) or uuid.uuid4())
     if idempotency_key is not None:
         run_id = run_id_for_key(str(idempotency_key))
-    try:
-        uuid.UUID(run_id)
-    except ValueError:
-        raise ValueError(f"task_id must be a UUID, got {run_id!r}.") from None
+    if not ids.is_valid(run_id):
+        raise ValueError(
+            f"task_id must be 1 to {ids.MAX_LENGTH} printable characters, got {run_id!r}."
+        )
 
     context = _context(owner, team, subject)
     if idempotency_key is not None:

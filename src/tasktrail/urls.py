@@ -7,6 +7,7 @@ from django.core import checks
 from django.urls import URLPattern, path, re_path
 
 from .checks import check_installed
+from .ids import register_converter
 
 app_name = "tasktrail"
 urlpatterns: list[URLPattern] = []
@@ -14,13 +15,14 @@ urlpatterns: list[URLPattern] = []
 if apps.is_installed("tasktrail"):
     from . import views
 
+    register_converter()
     urlpatterns = [
         path("", views.run_list, name="run-list"),
         path("subjects/<str:subject>/events/", views.subject_events, name="subject-events"),
-        path("<str:run_id>/", views.run_detail, name="run-detail"),
-        path("<str:run_id>/events/", views.run_events, name="run-events"),
-        path("<str:run_id>/cancel/", views.run_cancel, name="run-cancel"),
-        path("<str:run_id>/retry/", views.run_retry, name="run-retry"),
+        path("<runid:run_id>/", views.run_detail, name="run-detail"),
+        path("<runid:run_id>/events/", views.run_events, name="run-events"),
+        path("<runid:run_id>/cancel/", views.run_cancel, name="run-cancel"),
+        path("<runid:run_id>/retry/", views.run_retry, name="run-retry"),
         re_path(r"^(?P<rest>.*)$", views.not_found_view),
     ]
 else:

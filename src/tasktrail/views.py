@@ -7,7 +7,6 @@ WSGI). Invisible and unknown runs are both 404; bad input is a 4xx with JSON.
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 import redis
@@ -17,7 +16,7 @@ from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
-from . import actions, keys
+from . import actions, ids, keys
 from .access import can_view, can_view_event, is_staff
 from .conf import settings
 from .connection import get_async_redis
@@ -32,6 +31,10 @@ from .sse import event_stream, read_tail, sse_response
 from .status import Status
 
 SUBJECT_REPLAY = 500
+MALFORMED_ID = (
+    f"Malformed run id: expected 1 to {ids.MAX_LENGTH} printable characters "
+    f"(escape one holding '/' as '{ids.ESCAPE}' + its URL-safe base64)."
+)
 
 
 async def _user(request: HttpRequest) -> Any:
@@ -40,11 +43,7 @@ async def _user(request: HttpRequest) -> Any:
 
 
 def _valid_id(run_id: str) -> bool:
-    try:
-        uuid.UUID(run_id)
-    except ValueError:
-        return False
-    return len(run_id) <= 36
+    return ids.is_valid(run_id)
 
 
 def _token(request: HttpRequest) -> str | None:
@@ -57,7 +56,7 @@ def _run_json(run: RunData, request: HttpRequest) -> dict[str, Any]:
 
 async def _visible_run(request: HttpRequest, run_id: str) -> Run | HttpResponseBase:
     if not _valid_id(run_id):
-        return error(400, "Malformed run id: expected a UUID.")
+        return error(400, MALFORMED_ID)
     run = await afind_run(run_id)
     if run is None or not can_view(await _user(request), run, _token(request)):
         return not_found()
@@ -213,7 +212,7 @@ async def _actionable(request: HttpRequest, run_id: str) -> tuple[Run, Any] | Ht
     if (refused := _csrf_failure(request)) is not None:
         return refused
     if not _valid_id(run_id):
-        return error(400, "Malformed run id: expected a UUID.")
+        return error(400, MALFORMED_ID)
     run = await afind_run(run_id)
     user = await _user(request)
     if run is None or not can_view(user, run, _token(request)):

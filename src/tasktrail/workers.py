@@ -5,9 +5,11 @@
 - Durable cancel: the ids in ``<prefix>:cancels`` go into Celery's revoked set at start,
   and new ones as they are published, so a cancelled run never starts here.
 - Lost runs: every round, a worker looks for peers that stopped beating for
-  ``LOST_AFTER`` seconds and settles the runs they were executing: re-queued when the
-  task is safe to re-run (``acks_late``), otherwise ``FAILED`` naming the lost worker.
-  Detection never depends on the dead worker's own process.
+  ``LOST_AFTER`` seconds and settles the runs they were executing. An ``acks_late``
+  run's original message goes back to its queue once (on Redis, restored from kombu's
+  unacked hash as its visibility timeout would; AMQP redelivers it by itself); any
+  other run is ``FAILED`` naming the lost worker, since Celery will not run it again.
+  Nothing is ever copied. Detection never depends on the dead worker's own process.
 """
 
 from __future__ import annotations
@@ -134,52 +136,71 @@ def settle_lost_runs(*, me: str = "") -> int:
 
 
 def _settle(run_id: str, hostname: str) -> int:
+    """Settle one run of a lost worker: hand its message back, or fail it."""
+    raw: Any = get_redis().hmget(keys.run_hash(run_id), "status", "task", "worker", "delivery_tag")
+    status, task, worker, tag = (v.decode() if v else "" for v in raw)
+    if status != Status.RUNNING or worker != hostname:
+        return 0  # already finished, or picked up again elsewhere
+    if _rerunnable(task):
+        # acks_late: the broker still holds the original message, with its chain, links
+        # and options. It goes back to its queue once, as Celery would have it do; a
+        # copy would run the task more often than Celery alone does.
+        handed_back = redeliver(tag)
+        if handed_back is not None:
+            apply(
+                run_id,
+                "store",
+                attempt=ANY_ATTEMPT,
+                status=Status.READY,
+                fields={"worker": "", "reason": "lost"},
+                events=[("state", {"run": run_id, "at": time.time(), "reason": handed_back})],
+            )
+            logger.warning("tasktrail: run %s lost with worker %s: %s", run_id, hostname,
+                           handed_back)  # fmt: skip
+            return 1
+    _fail_lost(run_id, hostname)
+    return 1
+
+
+def redeliver(delivery_tag: str) -> str | None:
+    """Give an unacknowledged message of a dead worker back to its queue, exactly once;
+    return what happened, or None when the broker no longer holds it (acknowledged,
+    or never an acks_late delivery)."""
     from celery import current_app
 
-    raw: Any = get_redis().hmget(
-        keys.run_hash(run_id), "status", "task", "args", "kwargs", "worker", "queue"
-    )
-    status, task = (v.decode() if v else "" for v in raw[:2])
-    if status != Status.RUNNING or (raw[4] or b"").decode() != hostname:
-        return 0  # already finished, or picked up again elsewhere
-    now = time.time()
-    if _rerunnable(task):
-        import json
+    if not delivery_tag:
+        return None
+    with current_app.connection_for_write() as connection:
+        if connection.transport.driver_type != "redis":
+            # AMQP gives an unacknowledged message back by itself when the dead
+            # worker's connection closes: nothing to do but wait for it.
+            return "requeued by the broker"
+        channel: Any = connection.default_channel
+        qos = channel.qos
+        if not channel.client.hexists(qos.unacked_key, delivery_tag):
+            return None
+        # kombu's own restore (the one its visibility timeout uses): a transaction on
+        # the unacked hash, so the message is restored once even if kombu races us.
+        qos.restore_by_tag(delivery_tag, leftmost=True)
+        return "requeued"
 
-        args = json.loads(raw[2] or b"[]")
-        kwargs = json.loads(raw[3] or b"{}")
-        # Same id: the run continues with its next attempt (the re-publish marks it RETRYING).
-        queue = (raw[5] or b"").decode() or None  # where it was sent, not the default route
-        current_app.send_task(task, args=args, kwargs=kwargs, task_id=run_id, queue=queue)
-        logger.warning("tasktrail: re-queued run %s lost with worker %s", run_id, hostname)
-        return 1
-    silence = settings.LOST_AFTER
-    message = f"Worker {hostname} stopped (no heartbeat for {silence}s) while running this run."
-    apply(
+
+def _fail_lost(run_id: str, hostname: str) -> None:
+    from . import outcomes
+
+    message = (
+        f"Worker {hostname} stopped (no heartbeat for {settings.LOST_AFTER}s) while running "
+        "this run; its message was acknowledged, so Celery will not run it again."
+    )
+    outcomes.ended_with_error(
         run_id,
-        "finish",
+        kind="tasktrail.exceptions.WorkerLost",
+        message=message,
+        reason="lost",
         attempt=ANY_ATTEMPT,
-        status=Status.FAILED,
-        fields={
-            "finished_at": stamp(now),
-            "error_type": "tasktrail.exceptions.WorkerLost",
-            "error_message": message,
-        },
-        events=[
-            (
-                "state",
-                {
-                    "kind": "state",
-                    "run": run_id,
-                    "at": now,
-                    "error": {"type": "tasktrail.exceptions.WorkerLost", "message": message},
-                },
-            )
-        ],
-        now=now,
+        create={"id": run_id},
     )
     logger.warning("tasktrail: failed run %s lost with worker %s", run_id, hostname)
-    return 1
 
 
 def prepare(hostname: str) -> None:

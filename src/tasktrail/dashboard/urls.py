@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from django.urls import path
 
+from ..ids import register_converter
 from . import actions, assets, schedules, streams, views
 
+register_converter()
 app_name = "tasktrail-dashboard"
 
 urlpatterns = [
@@ -13,10 +15,10 @@ urlpatterns = [
     path("assets/<str:name>", assets.asset, name="asset"),
     path("runs/", views.runs, name="runs"),
     path("runs/events/", streams.firehose, name="firehose"),
-    path("runs/<str:run_id>/", views.run_detail, name="run"),
-    path("runs/<str:run_id>/events/", streams.run_events, name="run-events"),
-    path("runs/<str:run_id>/retry/", actions.retry_run, name="retry"),
-    path("runs/<str:run_id>/cancel/", actions.cancel_run, name="cancel"),
+    path("runs/<runid:run_id>/", views.run_detail, name="run"),
+    path("runs/<runid:run_id>/events/", streams.run_events, name="run-events"),
+    path("runs/<runid:run_id>/retry/", actions.retry_run, name="retry"),
+    path("runs/<runid:run_id>/cancel/", actions.cancel_run, name="cancel"),
     path("failures/", views.failures, name="failures"),
     path("bulk/<str:action>/", actions.bulk_confirm, name="bulk-confirm"),
     path("bulk/<str:action>/apply/", actions.bulk_apply, name="bulk-apply"),
