@@ -1,7 +1,8 @@
 """Django settings for the benchmarks, chosen by environment variables.
 
-``BENCH_MODE``: ``tasktrail`` (tracking on, no Celery result backend: tasktrail is the
-result store), ``tasktrail+rb`` (tracking on and the Redis result backend kept),
+``BENCH_MODE``: ``tasktrail`` (tracking on, tasktrail is Celery's result backend: the
+record is the result), ``tasktrail+rb`` (tracking on and Celery's own Redis result
+backend kept, with no recording mixed in),
 ``plain`` (tasktrail not installed, Redis result backend) or ``dcr``
 (django-celery-results as the result backend).
 ``BENCH_DB``: ``sqlite`` or ``postgres``. ``BENCH_PREFIX``: a unique prefix for every
@@ -79,6 +80,7 @@ CELERY_BROKER_URL = f"{REDIS}/10"
 CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{PREFIX}:broker:"}
 CELERY_RESULT_BACKEND = {
     "plain": f"{REDIS}/12",
+    "tasktrail": "tasktrail.backend.TasktrailBackend",
     "tasktrail+rb": f"{REDIS}/12",
     "dcr": "django-db",
 }.get(MODE)

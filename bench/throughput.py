@@ -1,8 +1,9 @@
 """Throughput: 20,000 trivial tasks, enqueue rate and end-to-end rate.
 
 Variants (same Redis broker, same ``celery worker -P prefork -c 2`` flags):
-plain Celery with the Redis result backend; tasktrail with the record in SQLite and
-in PostgreSQL (no result backend: tasktrail is the result store); django-celery-results
+plain Celery with the Redis result backend; tasktrail as the result backend (the record
+is the result: one Redis call stores both), with the row in SQLite and in PostgreSQL;
+django-celery-results
 on PostgreSQL. End to end is from the first ``delay()`` to the last task's finish time
 (read from each variant's own record), with the worker consuming while we enqueue.
 For tasktrail, ``db_lag`` is how much later the database held all runs as SUCCESSFUL.

@@ -53,9 +53,11 @@ def test_kombu_json_types_are_accepted() -> None:
     assert get_run(run.id).args == ["2026-01-02"]
 
 
-def test_task_id_must_be_a_uuid_and_excluded_tasks_are_refused() -> None:
-    with pytest.raises(ValueError, match="task_id must be a UUID"):
-        enqueue(add, 1, 2, task_id="report-1", queue=NOBODY)
+def test_task_id_must_be_printable_and_excluded_tasks_are_refused() -> None:
+    with pytest.raises(ValueError, match="task_id must be 1 to 255 printable characters"):
+        enqueue(add, 1, 2, task_id="report\n1", queue=NOBODY)
+    with pytest.raises(ValueError, match="task_id must be 1 to 255 printable characters"):
+        enqueue(add, 1, 2, task_id="x" * 256, queue=NOBODY)
     with (
         override_settings(TASKTRAIL={**_settings(), "EXCLUDE_TASKS": ["tests.testapp.*"]}),
         pytest.raises(NotTracked),

@@ -5,14 +5,17 @@ from __future__ import annotations
 import time
 import uuid
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client, RequestFactory
+from django.urls import resolve
 
 from tasktrail import Status, accepted, get_run
 from tasktrail.access import make_token
 from tasktrail.flusher import flush_all
+from tasktrail.http import run_urls
 from tasktrail.models import AuditEntry, TaskRun
 from tasktrail.transitions import apply, stamp
 from tests.conftest import use_own_key_prefix
@@ -36,9 +39,12 @@ def staff() -> User:
 
 
 def make_run(
-    owner: User | None = None, status: str = Status.READY, task: str = "tests.testapp.tasks.add"
+    owner: User | None = None,
+    status: str = Status.READY,
+    task: str = "tests.testapp.tasks.add",
+    run_id: str | None = None,
 ) -> str:
-    run_id = str(uuid.uuid4())
+    run_id = run_id or str(uuid.uuid4())
     create = {
         "id": run_id,
         "task": task,
@@ -71,11 +77,29 @@ def test_unknown_id_is_a_json_404() -> None:
     assert response.json() == {"error": "No run with this id."}
 
 
-@pytest.mark.parametrize("path", ["/tasks/not-a-uuid/", "/tasks/not-a-uuid/events/", "/tasks/%20/"])
+@pytest.mark.parametrize(
+    "path",
+    [f"/tasks/{'x' * 256}/", "/tasks/a%0Ab/events/", "/tasks/%00/", "/tasks/~not*base64/"],
+)
 def test_malformed_id_is_a_json_400(path: str) -> None:
     response = Client().get(path)
     assert response.status_code == 400
     assert "Malformed run id" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "run_id", ["order-1", "report 2026/12", "~tilde", "..", "ünïcode:42", "a?b#c%d"]
+)
+def test_any_celery_task_id_reaches_its_run(owner: User, run_id: str, own_key_prefix: str) -> None:
+    """Celery takes any string as a task id: each one round-trips through the URLs."""
+    make_run(owner, run_id=run_id)
+    urls = run_urls(run_id)
+    response = as_user(owner).get(urls["status_url"])
+    assert response.status_code == 200, response.content
+    assert response.json()["id"] == run_id
+    assert response.json()["events_url"].endswith(urls["events_url"])
+    match = resolve(unquote(urls["events_url"]))
+    assert (match.url_name, match.kwargs) == ("run-events", {"run_id": run_id})
 
 
 def test_wrong_method_is_a_json_405(owner: User) -> None:

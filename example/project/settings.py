@@ -107,7 +107,7 @@ TASKTRAIL = {
 }
 
 CELERY_BROKER_URL = os.environ.get("BROKER_URL") or REDIS_URL
-CELERY_RESULT_BACKEND = None  # tasktrail holds status and results
+CELERY_RESULT_BACKEND = "tasktrail.backend.TasktrailBackend"  # the record is the result
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from celery import current_app
-from celery.canvas import Signature, _chain, chord, group
+from celery.canvas import Signature, _chain, chord, chunks, group
 from django.db import transaction
 
 from .receivers import publish_context
@@ -71,9 +71,24 @@ def _validate(signature: Signature, *, complete: bool) -> None:
         validate_arguments(task, (None, *signature.args), dict(signature.kwargs))
 
 
+def _apply_chain_eagerly(signature: _chain, options: dict[str, Any]) -> None:
+    """Celery's eager chain runs every step under the chain's one id; run each step
+    under its own frozen id instead, so each step's run is the one a worker would make.
+    A failed step raises here, as Celery's eager chain raises to its caller."""
+    previous: Any = None
+    for step in signature.tasks:
+        arguments = () if previous is None or step.immutable else (previous.get(),)
+        previous = step.clone(arguments).apply(**options)
+    if previous is not None:
+        previous.get()
+
+
 def enqueue_canvas(
     signature: Signature, context: dict[str, str], celery_options: dict[str, Any]
 ) -> Run | RunGroup:
+    if isinstance(signature, chunks):
+        # Celery publishes chunks as a group of starmaps: hand out the ids it publishes.
+        signature = signature.group()
     if isinstance(signature, chord):
         raise TypeError(
             "enqueue() takes chains and groups; for a chord, enqueue its group and body."
@@ -90,7 +105,10 @@ def enqueue_canvas(
     def publish() -> None:
         token = publish_context.set(context)
         try:
-            signature.apply_async(**celery_options)
+            if isinstance(signature, _chain) and current_app.conf.task_always_eager:
+                _apply_chain_eagerly(signature, celery_options)
+            else:
+                signature.apply_async(**celery_options)
         finally:
             publish_context.reset(token)
 

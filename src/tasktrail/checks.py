@@ -15,6 +15,7 @@ from .conf import SETTINGS
 def register() -> None:
     checks.register(check_settings, "tasktrail")
     checks.register(check_serializers, "tasktrail")
+    checks.register(check_result_backend, "tasktrail")
 
 
 def check_installed(**_: Any) -> list[checks.CheckMessage]:
@@ -108,5 +109,30 @@ def check_serializers(**_: Any) -> list[checks.CheckMessage]:
             hint="Set CELERY_ACCEPT_CONTENT = ['json'], CELERY_TASK_SERIALIZER = 'json' and "
             "CELERY_RESULT_SERIALIZER = 'json'; pass ids and plain data to tasks.",
             id="tasktrail.E003",
+        )
+    ]
+
+
+def check_result_backend(**_: Any) -> list[checks.CheckMessage]:
+    """Without tasktrail's result backend, states Celery only writes there never reach
+    the record: ``update_state`` progress, chain steps and chord bodies Celery fails
+    without running them, ``Ignore`` after ``update_state``."""
+    from .backend import BACKEND_PATH
+
+    backend = _celery_conf().result_backend
+    name = backend if isinstance(backend, str) else getattr(backend, "__qualname__", "")
+    if isinstance(backend, type) and getattr(backend, "records_runs", False):
+        return []
+    if isinstance(name, str) and name.split("+")[0].replace(":", ".") == BACKEND_PATH:
+        return []
+    return [
+        checks.Warning(
+            f"Celery's result backend is {name or 'not set'!r}, not tasktrail's: the record "
+            "misses what Celery stores only there (update_state progress, chain steps and "
+            "chord bodies failed without running, Ignore after update_state).",
+            hint=f"Set CELERY_RESULT_BACKEND = {BACKEND_PATH!r}; to keep another backend, "
+            "mix tasktrail.backend.RecordingBackendMixin into its class "
+            "(docs/reliability.md).",
+            id="tasktrail.W002",
         )
     ]

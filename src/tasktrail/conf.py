@@ -32,8 +32,17 @@ SETTINGS: dict[str, Setting] = {
     "KEY_PREFIX": Setting(types=(str,), default="tasktrail", help="Prefix of every Redis key."),
     "EXCLUDE_TASKS": Setting(
         types=(list, tuple),
-        default=("celery.*",),
-        help="Task names (fnmatch patterns) that are not tracked.",
+        default=(
+            "celery.accumulate",
+            "celery.backend_cleanup",
+            "celery.chain",
+            "celery.chord",
+            "celery.chord_unlock",
+            "celery.group",
+            "celery.ping",
+        ),
+        help="Task names (fnmatch patterns) that are not tracked. The default leaves out "
+        "Celery's bookkeeping tasks; a user's starmap, map and chunks are tracked.",
     ),
     "STREAM_MAXLEN": Setting(
         types=(int,), default=10_000, help="Events kept in each run's stream."
@@ -84,6 +93,13 @@ SETTINGS: dict[str, Setting] = {
         types=(int, float),
         default=60.0,
         help="Seconds without a heartbeat after which a worker's running runs count as lost.",
+    ),
+    "UNDELIVERED_AFTER": Setting(
+        types=(int, float),
+        default=120.0,
+        help="Seconds a run may wait in a queue past its due time before the sweep asks the "
+        "broker whether it still holds the message; one it does not hold (the publish "
+        "failed, the queue was purged or deleted) is FAILED with reason never_delivered.",
     ),
     "TOKEN_MAX_AGE": Setting(
         types=(int,), default=3600, help="Seconds a signed per-run access token stays valid."

@@ -28,3 +28,7 @@ class RunCancelled(TasktrailError):
 
 class WorkerLost(TasktrailError):
     """Recorded as the error of a run whose worker stopped while running it."""
+
+
+class NeverDelivered(TasktrailError):
+    """Recorded as the error of a run whose message the broker no longer holds."""

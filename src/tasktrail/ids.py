@@ -44,7 +44,10 @@ class RunIdConverter:
     regex = "[^/]+"
 
     def to_python(self, value: str) -> str:
-        return from_segment(value)  # ValueError: the URL does not match (404)
+        try:
+            return from_segment(value)
+        except ValueError:
+            return ""  # not a valid id: the view answers 400, not a bare 404
 
     def to_url(self, value: str) -> str:
         return to_segment(str(value))

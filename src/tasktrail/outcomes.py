@@ -25,6 +25,7 @@ REASONS = frozenset(
 
 _REASON_BY_ERROR = {
     "celery.exceptions.WorkerLostError": "lost",
+    "billiard.exceptions.WorkerLostError": "lost",
     "tasktrail.exceptions.WorkerLost": "lost",
     "celery.exceptions.TimeLimitExceeded": "time_limit",
     "billiard.exceptions.TimeLimitExceeded": "time_limit",

@@ -162,9 +162,6 @@ def on_task_prerun(task_id: str = "", task: Any = None, **_: Any) -> None:
         task_id, attempt, _generation(getattr(request, GENERATION_HEADER, None))
     )
     fields = {"last_attempted_at": stamp(now), "worker": worker, "next_attempt_at": ""}
-    tag = delivery.get("delivery_tag")
-    if tag is not None and not eager:
-        fields["delivery_tag"] = str(tag)  # to hand the message back if the worker dies
     tracker.generation = tracker.record(
         "start",
         status=Status.RUNNING,

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -24,7 +25,7 @@ from typing import Any
 
 import redis
 
-from . import keys
+from . import keys, sweep
 from .conf import settings
 from .connection import get_redis
 from .records import to_datetime
@@ -137,15 +138,15 @@ def settle_lost_runs(*, me: str = "") -> int:
 
 def _settle(run_id: str, hostname: str) -> int:
     """Settle one run of a lost worker: hand its message back, or fail it."""
-    raw: Any = get_redis().hmget(keys.run_hash(run_id), "status", "task", "worker", "delivery_tag")
-    status, task, worker, tag = (v.decode() if v else "" for v in raw)
+    raw: Any = get_redis().hmget(keys.run_hash(run_id), "status", "task", "worker")
+    status, task, worker = (v.decode() if v else "" for v in raw)
     if status != Status.RUNNING or worker != hostname:
         return 0  # already finished, or picked up again elsewhere
     if _rerunnable(task):
         # acks_late: the broker still holds the original message, with its chain, links
         # and options. It goes back to its queue once, as Celery would have it do; a
         # copy would run the task more often than Celery alone does.
-        handed_back = redeliver(tag)
+        handed_back = redeliver(run_id)
         if handed_back is not None:
             apply(
                 run_id,
@@ -162,14 +163,12 @@ def _settle(run_id: str, hostname: str) -> int:
     return 1
 
 
-def redeliver(delivery_tag: str) -> str | None:
-    """Give an unacknowledged message of a dead worker back to its queue, exactly once;
-    return what happened, or None when the broker no longer holds it (acknowledged,
-    or never an acks_late delivery)."""
+def redeliver(run_id: str) -> str | None:
+    """Give a dead worker's unacknowledged message of this run back to its queue,
+    exactly once; return what happened, or None when the broker no longer holds it
+    (acknowledged, or never an acks_late delivery)."""
     from celery import current_app
 
-    if not delivery_tag:
-        return None
     with current_app.connection_for_write() as connection:
         if connection.transport.driver_type != "redis":
             # AMQP gives an unacknowledged message back by itself when the dead
@@ -177,12 +176,31 @@ def redeliver(delivery_tag: str) -> str | None:
             return "requeued by the broker"
         channel: Any = connection.default_channel
         qos = channel.qos
-        if not channel.client.hexists(qos.unacked_key, delivery_tag):
+        delivery_tag = _unacked_tag(channel.client, qos.unacked_key, run_id)
+        if delivery_tag is None:
             return None
         # kombu's own restore (the one its visibility timeout uses): a transaction on
         # the unacked hash, so the message is restored once even if kombu races us.
         qos.restore_by_tag(delivery_tag, leftmost=True)
         return "requeued"
+
+
+def _unacked_tag(client: Any, unacked_key: str, run_id: str) -> str | None:
+    """The delivery tag of this run's message among the unacknowledged ones. The tag
+    never reaches the task (kombu sets it at publish, Celery keeps it in the main
+    process), so look for the id: the hash holds only reserved messages, and this
+    runs only for a lost worker's runs."""
+    needle = f'"id": "{run_id}"'.encode()
+    for tag, value in client.hscan_iter(unacked_key, count=1000):
+        if needle not in value:
+            continue
+        try:
+            payload = json.loads(value)[0]
+        except (ValueError, IndexError, TypeError):
+            continue
+        if str(payload.get("headers", {}).get("id")) == run_id:
+            return tag.decode() if isinstance(tag, bytes) else str(tag)
+    return None
 
 
 def _fail_lost(run_id: str, hostname: str) -> None:
@@ -265,6 +283,7 @@ class WorkerServices(threading.Thread):
                     started_at=self.started_at,
                 )
                 settle_lost_runs(me=self.hostname)
+                sweep.sweep()
             except redis.RedisError as exc:
                 logger.warning("tasktrail: heartbeat failed: %s", exc)
             except Exception:

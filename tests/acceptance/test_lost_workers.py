@@ -13,6 +13,7 @@ In both, every body execution is counted in Redis, so "ran twice" is a fact.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -28,7 +29,7 @@ from django.test import override_settings
 from tasktrail import Run, Status, enqueue, get_run
 from tasktrail.models import TaskRun
 from tasktrail.transitions import apply
-from tasktrail.workers import settle_lost_runs
+from tasktrail.workers import redeliver, settle_lost_runs
 from tests.acceptance.conftest import (
     HEARTBEAT,
     LOST_AFTER,
@@ -203,16 +204,48 @@ def test_node_restarted_under_the_same_name_settles_its_lost_runs(workers: Worke
 
 
 def test_requeued_run_goes_back_to_the_queue_it_was_enqueued_on() -> None:
-    """The settler, in process, on a lost worker as its heartbeats leave it in Redis."""
+    """The settler, in process, on a lost worker as its heartbeats leave it in Redis:
+    the original message goes back to its queue once, and is never copied."""
     queue = f"{prefix()}-acc-unrouted-{uuid.uuid4().hex[:6]}"
     ghost = f"acc-ghost-{uuid.uuid4().hex[:6]}@acceptance"
     broker = broker_client()
     run = enqueue(unrouted_rerunnable, uuid.uuid4().hex, 0, queue=queue)
-    assert broker.lpop(queue)  # a worker took the message ...
+    # A worker reserved the message (kombu's Redis QoS keeps it unacknowledged) ...
+    raw = broker.lpop(queue)
+    assert raw
+    message = json.loads(raw)
+    tag = message["properties"]["delivery_tag"]
+    info = message["properties"]["delivery_info"]
+    broker.hset("unacked", tag, json.dumps([message, info["exchange"], info["routing_key"]]))
+    broker.zadd("unacked_index", {tag: time.time()})
     apply(run.id, "start", attempt=1, status=Status.RUNNING, fields={"worker": ghost})
     redis_client().zadd(f"{prefix()}:workers", {ghost: time.time() - 1000})  # ... and died
     tasktrail = {**settings.TASKTRAIL, "LOST_AFTER": LOST_AFTER}
     with override_settings(TASKTRAIL=tasktrail):
         assert settle_lost_runs(me="acc-test@acceptance") == 1
-    assert get_run(run.id).status == Status.RETRYING
-    assert broker.llen(queue) == 1, "the re-queued message is not on the run's queue"
+        assert redeliver(run.id) is None  # a second settler finds nothing to hand back
+    assert get_run(run.id).status == Status.READY
+    assert broker.llen(queue) == 1, "the message is not back on the run's queue"
+    back = json.loads(broker.lindex(queue, 0))
+    assert back["headers"]["id"] == run.id
+    assert back["body"] == message["body"]  # the original: chain, links and options kept
+    assert not broker.hexists("unacked", tag)
+    broker.delete(queue)
+
+
+def test_a_lost_run_whose_message_was_acknowledged_is_failed_not_copied() -> None:
+    """Not acks_late: the worker acknowledged the message when it started, so Celery
+    alone would never run it again; tasktrail fails it and publishes nothing."""
+    queue = f"{prefix()}-acc-unrouted-{uuid.uuid4().hex[:6]}"
+    ghost = f"acc-ghost-{uuid.uuid4().hex[:6]}@acceptance"
+    broker = broker_client()
+    run = enqueue(once, uuid.uuid4().hex, 0, queue=queue)
+    assert broker.lpop(queue)  # taken and acknowledged
+    apply(run.id, "start", attempt=1, status=Status.RUNNING, fields={"worker": ghost})
+    redis_client().zadd(f"{prefix()}:workers", {ghost: time.time() - 1000})
+    with override_settings(TASKTRAIL={**settings.TASKTRAIL, "LOST_AFTER": LOST_AFTER}):
+        assert settle_lost_runs(me="acc-test@acceptance") == 1
+    lost = get_run(run.id)
+    assert lost.status == Status.FAILED
+    assert lost.error is not None and lost.error.reason == "lost"
+    assert broker.llen(queue) == 0

@@ -23,7 +23,8 @@
 
 local FINISHED = {SUCCESSFUL = true, FAILED = true, CANCELLED = true}
 -- A run failed because its worker died may run again (a redelivered message).
-local LOST = {['celery.exceptions.WorkerLostError'] = true, ['tasktrail.exceptions.WorkerLost'] = true}
+local LOST = {['billiard.exceptions.WorkerLostError'] = true, ['celery.exceptions.WorkerLostError'] = true,
+  ['tasktrail.exceptions.WorkerLost'] = true}
 local op = ARGV[2]
 local attempt = tonumber(ARGV[3])
 local status = ARGV[4]
