@@ -42,7 +42,7 @@ def _finish(run_id: str, generation: int | None, result: str) -> bool:
             status=Status.SUCCESSFUL,
             generation=generation,
             fields={"result": result, "finished_at": stamp(time.time())},
-        )  # fmt: skip
+        )
         is not None
     )
 
