@@ -72,3 +72,61 @@ def test_settings_snapshot_follows_a_replaced_tasktrail_dict(settings: Any) -> N
     assert tasktrail_settings.snapshot()["STREAM_MAXLEN"] == before + 7
     maxlen = tasktrail_settings.STREAM_MAXLEN
     assert maxlen == before + 7
+
+
+@pytest.mark.parametrize(
+    ("backend", "expected"),
+    [
+        ("tasktrail.backend.TasktrailBackend", []),
+        ("tasktrail.backend:TasktrailBackend", []),
+        ("redis://127.0.0.1:6379/9", ["tasktrail.W002"]),
+        (None, ["tasktrail.W002"]),
+    ],
+)
+def test_a_result_backend_other_than_tasktrails_is_a_warning(
+    backend: Any, expected: list[str]
+) -> None:
+    saved = current_app.conf.result_backend
+    current_app.conf.result_backend = backend
+    try:
+        messages = checks.check_result_backend()
+    finally:
+        current_app.conf.result_backend = saved
+    assert ids(messages) == expected
+    assert all("RecordingBackendMixin" in m.hint for m in messages)
+
+
+def test_a_backend_with_the_recording_mixin_is_fine() -> None:
+    from celery.backends.redis import RedisBackend
+
+    from tasktrail.backend import RecordingBackendMixin
+
+    class Recorded(RecordingBackendMixin, RedisBackend):  # type: ignore[misc]
+        pass
+
+    saved = current_app.conf.result_backend
+    current_app.conf.result_backend = Recorded
+    try:
+        assert checks.check_result_backend() == []
+    finally:
+        current_app.conf.result_backend = saved
+
+
+def test_a_recording_backend_named_by_its_dotted_path_is_fine() -> None:
+    saved = current_app.conf.result_backend
+    current_app.conf.result_backend = "tests.test_checks.RecordedRedis"
+    try:
+        assert checks.check_result_backend() == []
+    finally:
+        current_app.conf.result_backend = saved
+
+
+def _recorded_redis() -> type:
+    from celery.backends.redis import RedisBackend
+
+    from tasktrail.backend import RecordingBackendMixin
+
+    return type("RecordedRedis", (RecordingBackendMixin, RedisBackend), {})
+
+
+RecordedRedis = _recorded_redis()

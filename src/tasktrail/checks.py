@@ -117,13 +117,17 @@ def check_result_backend(**_: Any) -> list[checks.CheckMessage]:
     """Without tasktrail's result backend, states Celery only writes there never reach
     the record: ``update_state`` progress, chain steps and chord bodies Celery fails
     without running them, ``Ignore`` after ``update_state``."""
+    from celery.app.backends import by_url
+
     from .backend import BACKEND_PATH
 
     backend = _celery_conf().result_backend
     name = backend if isinstance(backend, str) else getattr(backend, "__qualname__", "")
-    if isinstance(backend, type) and getattr(backend, "records_runs", False):
-        return []
-    if isinstance(name, str) and name.split("+")[0].replace(":", ".") == BACKEND_PATH:
+    try:
+        backend_class = backend if isinstance(backend, type) else by_url(backend)[0]
+    except Exception:
+        backend_class = None
+    if getattr(backend_class, "records_runs", False):
         return []
     return [
         checks.Warning(
