@@ -124,8 +124,9 @@ def check_result_backend(**_: Any) -> list[checks.CheckMessage]:
     backend = _celery_conf().result_backend
     name = backend if isinstance(backend, str) else getattr(backend, "__qualname__", "")
     try:
-        backend_class = backend if isinstance(backend, type) else by_url(backend)[0]
-    except Exception:
+        found: Any = backend if isinstance(backend, type) else by_url(backend)
+        backend_class = found if isinstance(found, type) else found[0]
+    except Exception:  # an unknown backend: Celery reports it itself
         backend_class = None
     if getattr(backend_class, "records_runs", False):
         return []
