@@ -60,6 +60,7 @@ def _send(
     meta: CeleryMeta | None,
     create: Mapping[str, str] | None,
     now: float,
+    flags: str = "",
 ) -> Applied | None:
     return safely(
         run_id,
@@ -71,7 +72,7 @@ def _send(
         events=events,
         now=now,
         generation=generation,
-        flags="" if create else "x",  # an untracked task's id gets no record
+        flags=flags + ("" if create else "x"),  # an untracked task's id gets no record
         meta=meta,
     )
 
@@ -262,4 +263,5 @@ def custom_state_meta_only(
         meta=meta,
         create=None,
         now=time.time(),
+        flags="m",
     )

@@ -18,7 +18,7 @@
 -- ARGV[18] flags: f = a fresh publish (not a retry): a known id starts a new
 --   generation; r = a replacement (Task.replace) continues the run; e = an eager start:
 --   a finished run starts a new generation; x = never create a record; d = a new
---   generation also drops Celery's result key
+--   generation also drops Celery's result key; m = store Celery's result meta only
 -- Returns {event ids, cancel requested (0/1), generation, applied (0/1)}.
 
 local FINISHED = {SUCCESSFUL = true, FAILED = true, CANCELLED = true}
@@ -59,6 +59,7 @@ if ARGV[15] ~= '' then
   end
 end
 
+if flag('m') then return {{}, 0, gen, 1} end
 if not exists and flag('x') then return refused(false) end
 
 local new_generation = false
