@@ -111,3 +111,29 @@ def test_a_record_rebuilt_after_redis_lost_it_reads_merged_with_the_row() -> Non
 
     row = TaskRun.objects.get(pk=run_id)
     assert (row.task, row.status, row.result) == ("t", "SUCCESSFUL", 3)  # a newer version: written
+
+
+def test_a_cancelled_run_keeps_no_stale_fields_and_says_why() -> None:
+    from tasktrail.actions import cancel
+
+    run_id = _new_run()
+    apply(run_id, "start", attempt=1, status=Status.RUNNING)
+    apply(run_id, "retry", attempt=1, status=Status.RETRYING,
+          fields={"next_attempt_at": stamp(9_999_999_999.0), "error_type": "builtins.OSError"})  # fmt: skip
+    run = cancel(run_id)
+    assert (run.status, run.next_attempt_at) == (Status.CANCELLED, None)
+    assert run.error is not None and run.error.reason == "cancelled"
+    assert run.as_json()["error"]["reason"] == "cancelled"
+
+
+def test_a_successful_run_keeps_no_earlier_attempts_error() -> None:
+    from tasktrail.outcomes import succeeded
+
+    run_id = _new_run()
+    apply(run_id, "start", attempt=1, status=Status.RUNNING)
+    apply(run_id, "retry", attempt=1, status=Status.RETRYING,
+          fields={"error_type": "builtins.OSError", "error_message": "boom"})  # fmt: skip
+    apply(run_id, "start", attempt=2, status=Status.RUNNING)
+    succeeded(run_id, 7, attempt=2)
+    run = get_run(run_id)
+    assert (run.status, run.result, run.error) == (Status.SUCCESSFUL, 7, None)

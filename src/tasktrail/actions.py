@@ -65,6 +65,8 @@ def cancel(
             "cancelled_by": who,
             "error_type": "tasktrail.exceptions.RunCancelled",
             "error_message": f"Cancelled by {who}.",
+            "reason": "cancelled",
+            "next_attempt_at": "",
         },
         events=[
             ("state", {"kind": "state", "run": run_id, "at": now, "reason": f"cancelled by {who}"})

@@ -19,8 +19,8 @@ from .transitions import Applied, CeleryMeta, Op, dumps, safely, stamp
 
 # Why a run ended other than by its own return or raise, as ``error.reason``.
 REASONS = frozenset(
-    {"revoked", "expired", "terminated", "lost", "time_limit", "rejected", "ignored",
-     "not_registered", "never_delivered"}
+    {"revoked", "expired", "terminated", "cancelled", "lost", "time_limit", "rejected",
+     "ignored", "not_registered", "never_delivered"}
 )  # fmt: skip
 
 _REASON_BY_ERROR = {
@@ -30,6 +30,7 @@ _REASON_BY_ERROR = {
     "celery.exceptions.TimeLimitExceeded": "time_limit",
     "billiard.exceptions.TimeLimitExceeded": "time_limit",
     "celery.exceptions.NotRegistered": "not_registered",
+    "tasktrail.exceptions.RunCancelled": "cancelled",
 }
 
 
