@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -118,3 +119,19 @@ def test_every_kind_of_column_survives_the_batch_statement(current: float) -> No
         assert row.progress_current == 2.5
     else:  # SQLite stores NaN as NULL
         assert row.progress_current is None or row.progress_current != row.progress_current
+
+
+def test_the_dirty_set_drains_once_runs_are_written() -> None:
+    """Released runs leave the set; a run changed after its lease stays due."""
+    from tasktrail import keys
+    from tests.helpers import client
+
+    ids = []
+    for _ in range(30):
+        run_id = str(uuid.uuid4())
+        apply(run_id, "publish", status=Status.READY,
+              create={"id": run_id, "task": "drain", "enqueued_at": stamp(time.time())})  # fmt: skip
+        ids.append(run_id)
+    flush_all(limit=7)
+    left: Any = client().zrange(keys.dirty_set(), 0, -1)
+    assert not {i.decode() for i in left} & set(ids)

@@ -62,9 +62,10 @@ return out
 
 # Release a run only if its version is still the one written; a newer change
 # has already set its score back to "due" (ZADD LT in the transition script).
+# ARGV[1] is the key prefix, then run id and version pairs.
 _RELEASE = """
 local released = 0
-for i = 1, #ARGV, 2 do
+for i = 2, #ARGV, 2 do
   local version = redis.call('HGET', ARGV[1] .. ':run:' .. ARGV[i], 'version')
   if (not version) or version == ARGV[i + 1] then
     redis.call('ZREM', KEYS[1], ARGV[i]); released = released + 1
