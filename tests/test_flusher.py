@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tasktrail import Status
+from tasktrail import Status, keys
 from tasktrail.flusher import _row, flush_all, upsert
 from tasktrail.models import TaskRun
 from tasktrail.transitions import apply, stamp
@@ -123,7 +123,6 @@ def test_every_kind_of_column_survives_the_batch_statement(current: float) -> No
 
 def test_the_dirty_set_drains_once_runs_are_written() -> None:
     """Released runs leave the set; a run changed after its lease stays due."""
-    from tasktrail import keys
     from tests.helpers import client
 
     ids = []
@@ -135,3 +134,27 @@ def test_the_dirty_set_drains_once_runs_are_written() -> None:
     flush_all(limit=7)
     left: Any = client().zrange(keys.dirty_set(), 0, -1)
     assert not {i.decode() for i in left} & set(ids)
+
+
+def test_one_run_the_database_refuses_never_blocks_its_batch() -> None:
+    """A NaN result (PostgreSQL refuses it as JSON) and a record the database refuses
+    whatever its JSON (a negative attempt count breaks a CHECK constraint): every
+    other run of the batch is written, the NaN run without its JSON values."""
+    from tests.helpers import client
+
+    ids = []
+    for _ in range(6):
+        run_id = str(uuid.uuid4())
+        apply(run_id, "publish", status=Status.READY,
+              create={"id": run_id, "task": "poison", "enqueued_at": stamp(time.time())})  # fmt: skip
+        ids.append(run_id)
+    nan_run, broken_run = ids[0], ids[1]
+    apply(nan_run, "start", attempt=1, status=Status.RUNNING)
+    apply(nan_run, "finish", attempt=1, status=Status.SUCCESSFUL, fields={"result": "NaN"})
+    client().hset(f"{keys.prefix()}:run:{broken_run}", "attempts", "-5")
+    flush_all()
+    rows = {row.id: row for row in TaskRun.objects.filter(pk__in=ids)}
+    assert set(rows) == set(ids) - {broken_run}
+    assert rows[nan_run].status == Status.SUCCESSFUL
+    left: Any = client().zrange(keys.dirty_set(), 0, -1)
+    assert broken_run.encode() not in left  # reported, not retried for ever

@@ -22,7 +22,14 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from django.db import close_old_connections, connections, models, router, transaction
+from django.db import (
+    DatabaseError,
+    close_old_connections,
+    connections,
+    models,
+    router,
+    transaction,
+)
 
 from . import keys
 from .columns import full_row
@@ -245,9 +252,40 @@ def _write(batch: int, ahead: float, run_ids: list[str] | tuple[()]) -> int:
         release += [run_id, raw.get("version", "")]
         if raw.get("id"):
             rows.append(_row(raw))
-    upsert(rows)
+    try:
+        upsert(rows)
+    except DatabaseError:
+        _upsert_each(rows)  # raises when no row can be written (the database is down)
     client.eval(_RELEASE, 1, keys.dirty_set(), keys.prefix(), *release)
     return len(rows)
+
+
+# JSON columns a database may refuse (NaN on PostgreSQL, say): replaced on a retry.
+_JSON_COLUMNS = ("result", "args", "kwargs")
+
+
+def _upsert_each(rows: list[dict[str, Any]]) -> None:
+    """A batch failed: write its rows one by one, so one bad run never blocks another.
+    A row the database refuses is written again with its JSON columns replaced by a
+    note, and named in the log; if even that fails it is left to the next change."""
+    written = 0
+    refused: list[tuple[dict[str, Any], Exception]] = []
+    for row in rows:
+        try:
+            upsert([row])
+            written += 1
+        except DatabaseError as refusal:
+            refused.append((row, refusal))
+    if refused and not written and len(rows) > 1:
+        raise refused[0][1]  # nothing could be written: an outage, not a bad row
+    for row, error in refused:
+        note = {"unstorable": f"{type(error).__name__}: {str(error)[:200]}"}
+        safe = {**row, **{c: note for c in _JSON_COLUMNS if row.get(c) is not None}}
+        try:
+            upsert([safe])
+            logger.error("tasktrail: run %s written without its JSON values: %s", row["id"], error)
+        except DatabaseError:
+            logger.exception("tasktrail: run %s could not be written to the database", row["id"])
 
 
 def flush_all(limit: int | None = None, timeout: float = 10.0) -> int:
