@@ -1,0 +1,1 @@
+"""Conformance tier: real workers, with Celery's own ``AsyncResult`` as the referee."""
