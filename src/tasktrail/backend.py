@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from celery import states
@@ -44,10 +45,17 @@ def _context(request: Any, run_id: str) -> tuple[int, int | None]:
     return attempt, (int(generation) if generation not in (None, "") else None)
 
 
+# Task names of ids Celery stores a result for without a request: a chord body whose
+# header failed (``chord_error_from_stack`` knows its signature, store_result does not).
+_names: ContextVar[dict[str, str] | None] = ContextVar("tasktrail_result_names", default=None)
+
+
 def _create(run_id: str, request: Any) -> dict[str, str] | None:
     """Fields of a record this write may create; None for a task tasktrail does not
     track (its id still gets Celery's result, and a record only if it has one)."""
     name = str(getattr(request, "task", "") or "") if request is not None else ""
+    if not name:
+        name = (_names.get() or {}).get(run_id, "")
     if not name or not is_tracked(name):
         return None
     return {
@@ -125,14 +133,26 @@ def record(
     return outcomes.custom_state(run_id, state, result, **common)
 
 
-class RecordingBackendMixin:
+class _RecordsRuns:
+    """What both ways of recording share."""
+
+    records_runs = True
+
+    def chord_error_from_stack(self, callback: Any, exc: Any = None) -> Any:
+        """Celery's, with the chord body's task name known to the record it creates."""
+        token = _names.set({str(getattr(callback, "id", "")): str(getattr(callback, "task", ""))})
+        try:
+            return super().chord_error_from_stack(callback, exc)  # type: ignore[misc]
+        finally:
+            _names.reset(token)
+
+
+class RecordingBackendMixin(_RecordsRuns):
     """Mix into a Celery result backend so each stored state is also a transition.
 
     ``class Backend(RecordingBackendMixin, DatabaseBackend): ...`` keeps that backend's
     own storage and adds one Redis call per stored state.
     """
-
-    records_runs = True
 
     def store_result(
         self, task_id: Any, result: Any, state: str, traceback: Any = None,
@@ -145,10 +165,8 @@ class RecordingBackendMixin:
         return stored
 
 
-class TasktrailBackend(RedisBackend):
+class TasktrailBackend(_RecordsRuns, RedisBackend):
     """Celery's Redis result backend, writing each result and its transition at once."""
-
-    records_runs = True
 
     def __init__(self, *args: Any, url: str | None = None, **kwargs: Any) -> None:
         redis_url = str(settings.REDIS_URL or "")

@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 from celery import signals, states
-from celery.exceptions import Reject, Retry
+from celery.exceptions import Ignore, Reject, Retry
 
 from . import outcomes, reporting
 from .conf import settings
@@ -39,6 +39,8 @@ publish_context: ContextVar[dict[str, str] | None] = ContextVar(
 
 # The message header that carries a run's generation from its publish to its worker.
 GENERATION_HEADER = "tasktrail_gen"
+# What ``Task.on_replace`` raises once the replacement is published.
+REPLACED = "Replaced by new task"
 
 
 def _epoch(value: Any) -> float | None:
@@ -260,6 +262,8 @@ def on_task_postrun(
         return
     reporting.end()
     eager = bool(getattr(getattr(task, "request", None), "is_eager", False))
+    if isinstance(retval, Ignore) and str(retval) == REPLACED:
+        tracker.replaced = True  # a replacement whose publish carried no nesting header
     if not tracker.recorded and not tracker.replaced:
         tracker.recorded = True
         _settle_unrecorded(tracker, state, retval)

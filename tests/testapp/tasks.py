@@ -81,3 +81,16 @@ def sign_in(username: str, password: str, options: dict[str, Any] | None = None)
     if username == "nobody":
         raise PermissionError("unknown user")
     return username
+
+
+@shared_task
+def boom(message: str) -> None:
+    raise ValueError(message)
+
+
+@shared_task(bind=True)
+def fan_out(self: Any, count: int) -> Any:
+    """Replaces itself with a group: its result is the group's, under its own id."""
+    from celery import group
+
+    return self.replace(group(add.s(i, i) for i in range(count)))
