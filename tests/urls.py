@@ -4,10 +4,12 @@ from django.contrib import admin
 from django.urls import include, path
 
 from tasktrail.metrics import metrics_view
+from tests.testapp.views import start_with_delay
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("tasks/", include("tasktrail.urls")),
     path("ops/", include("tasktrail.dashboard.urls")),
     path("metrics", metrics_view),
+    path("start-with-delay/", start_with_delay),
 ]

@@ -17,6 +17,7 @@ __all__ = [
     "enqueue",
     "feed",
     "get_run",
+    "owned_by",
     "progress",
     "tracked_task",
 ]
@@ -32,12 +33,14 @@ _HOMES = {
     "accepted": "tasktrail.http",
     "tracked_task": "tasktrail.decorators",
     "Status": "tasktrail.status",
+    "owned_by": "tasktrail.ownership",
 }
 
 if TYPE_CHECKING:
     from .decorators import tracked_task
     from .enqueueing import aenqueue, enqueue
     from .http import accepted
+    from .ownership import owned_by
     from .reporting import feed, progress
     from .runs import Run, aget_run, get_run
     from .status import Status

@@ -16,10 +16,11 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import models, transaction
 from kombu.utils.json import dumps as kombu_dumps
 
-from . import ids, keys
+from . import ids, keys, ownership
 from .canvas import RunGroup, enqueue_canvas
 from .conf import settings
 from .connection import get_redis
+from .ownership import context_of
 from .receivers import publish_context
 from .records import Progress, to_datetime
 from .runs import Run, find_run
@@ -33,28 +34,6 @@ IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d8a52-3c4b-4f0e-9a57-7c1f3e2b9d10")
 
 def run_id_for_key(idempotency_key: str) -> str:
     return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key))
-
-
-def subject_label(subject: str | models.Model) -> str:
-    """``"crawl:<uuid>"`` stays as is; a model instance becomes ``"app_label.model:pk"``."""
-    if isinstance(subject, models.Model):
-        if subject.pk is None:
-            raise ValueError("subject= needs a saved model instance (its pk is None).")
-        return f"{subject._meta.label_lower}:{subject.pk}"
-    text = str(subject)
-    if not text or len(text) > 200 or any(c.isspace() or c in "{}" for c in text):
-        raise ValueError(
-            f"subject must be a non-empty label of at most 200 characters without spaces "
-            f"or braces, such as 'crawl:<uuid>'; got {text!r}."
-        )
-    return text
-
-
-def _owner_id(owner: Any) -> str:
-    pk = getattr(owner, "pk", owner)
-    if pk is None:
-        raise ValueError("owner= needs a saved user (or its primary key); its pk is None.")
-    return str(pk)
 
 
 def _signature_target(task: Any) -> Callable[..., Any]:
@@ -134,14 +113,8 @@ def _claim(idempotency_key: str, run_id: str) -> bool:
 
 
 def _context(owner: Any, team: str | None, subject: str | models.Model | None) -> dict[str, str]:
-    context: dict[str, str] = {}
-    if owner is not None:
-        context["owner"] = _owner_id(owner)
-    if team:
-        context["team"] = str(team)
-    if subject is not None:
-        context["subject"] = subject_label(subject)
-    return context
+    """The explicit context of this call over the bound one (``owned_by``, a request)."""
+    return {**ownership.current(), **context_of(owner, team, subject)}
 
 
 @overload

@@ -21,7 +21,7 @@ import redis
 from celery import signals, states
 from celery.exceptions import Ignore, Reject, Retry
 
-from . import outcomes, reporting
+from . import outcomes, ownership, reporting
 from .conf import settings
 from .exceptions import RunCancelled
 from .redaction import capped_json, redact_call
@@ -105,7 +105,8 @@ def on_before_task_publish(
     args, kwargs = (
         (body[0], body[1]) if isinstance(body, list | tuple) and len(body) >= 2 else ([], {})
     )
-    context = publish_context.get() or {}
+    # enqueue()'s own context; else the bound owner (owned_by) or the request's user.
+    context = publish_context.get() or ownership.current()
     create = {
         "id": run_id,
         "task": name,

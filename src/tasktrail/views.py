@@ -20,10 +20,10 @@ from . import actions, ids, keys
 from .access import can_view, can_view_event, is_staff
 from .conf import settings
 from .connection import get_async_redis
-from .enqueueing import subject_label
 from .events import Frame, parse_id
 from .http import accepted, allow, error, not_found, run_urls
 from .models import TaskRun
+from .ownership import subject_label
 from .pagination import BadCursor, page
 from .records import RunData, decode_hash, fields_from_hash, fields_from_model
 from .runs import Run, afind_run
