@@ -139,6 +139,13 @@ SETTINGS: dict[str, Setting] = {
         help="Argument names (substrings, any case) whose values are hidden before arguments "
         "and feed lines are stored.",
     ),
+    "AUTHENTICATION_CLASSES": Setting(
+        types=(list, tuple, type(None)),
+        default=None,
+        help="DRF-style authenticator classes (dotted paths) of the run endpoints. None: "
+        "DRF's DEFAULT_AUTHENTICATION_CLASSES when rest_framework is installed, else "
+        "Django's session; []: Django's session.",
+    ),
     "METRICS_TOKEN": Setting(
         types=(str, type(None)),
         default=None,

@@ -11,13 +11,12 @@ from typing import Any
 
 import redis
 from asgiref.sync import sync_to_async
-from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
-from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from . import actions, ids, keys
 from .access import can_view, can_view_event, is_staff
+from .authentication import authenticate
 from .conf import settings
 from .connection import get_async_redis
 from .events import Frame, parse_id
@@ -37,11 +36,6 @@ MALFORMED_ID = (
 )
 
 
-async def _user(request: HttpRequest) -> Any:
-    auser = getattr(request, "auser", None)
-    return await auser() if auser is not None else AnonymousUser()
-
-
 def _valid_id(run_id: str) -> bool:
     return ids.is_valid(run_id)
 
@@ -57,8 +51,11 @@ def _run_json(run: RunData, request: HttpRequest) -> dict[str, Any]:
 async def _visible_run(request: HttpRequest, run_id: str) -> Run | HttpResponseBase:
     if not _valid_id(run_id):
         return error(400, MALFORMED_ID)
+    user = await authenticate(request)
+    if isinstance(user, HttpResponseBase):
+        return user
     run = await afind_run(run_id)
-    if run is None or not can_view(await _user(request), run, _token(request)):
+    if run is None or not can_view(user, run, _token(request)):
         return not_found()
     return run
 
@@ -130,7 +127,9 @@ async def subject_events(request: HttpRequest, subject: str) -> HttpResponseBase
         label = subject_label(subject)
     except ValueError as exc:
         return error(400, str(exc))
-    user = await _user(request)
+    user = await authenticate(request)
+    if isinstance(user, HttpResponseBase):
+        return user
     if not getattr(user, "is_authenticated", False):
         return error(404, "No such subject.")
     last_id = _last_event_id(request)
@@ -184,7 +183,9 @@ async def run_list(request: HttpRequest) -> HttpResponseBase:
     if not (limit.isascii() and limit.isdecimal()) or not 1 <= int(limit) <= 200:
         return error(400, "limit must be a whole number from 1 to 200.")
     params["limit"] = limit
-    user = await _user(request)
+    user = await authenticate(request)
+    if isinstance(user, HttpResponseBase):
+        return user
     if not getattr(user, "is_authenticated", False):
         return JsonResponse({"results": [], "next": None})
     try:
@@ -209,30 +210,17 @@ def _can_act(user: Any, run: RunData) -> bool:
 
 
 async def _actionable(request: HttpRequest, run_id: str) -> tuple[Run, Any] | HttpResponseBase:
-    if (refused := _csrf_failure(request)) is not None:
-        return refused
+    user = await authenticate(request, acting=True)
+    if isinstance(user, HttpResponseBase):
+        return user
     if not _valid_id(run_id):
         return error(400, MALFORMED_ID)
     run = await afind_run(run_id)
-    user = await _user(request)
     if run is None or not can_view(user, run, _token(request)):
         return not_found()
     if not _can_act(user, run):
         return error(403, "Only the run's owner or staff may do this.")
     return run, user
-
-
-class _CsrfCheck(CsrfViewMiddleware):
-    def _reject(self, request: HttpRequest, reason: str) -> Any:
-        return reason  # the reason, not Django's HTML page
-
-
-def _csrf_failure(request: HttpRequest) -> HttpResponseBase | None:
-    """Django's CSRF check, answered in JSON like every other error of this API."""
-    check = _CsrfCheck(lambda request: HttpResponseBase())
-    check.process_request(request)
-    reason = check.process_view(request, lambda request: HttpResponseBase(), (), {})
-    return None if reason is None else error(403, f"CSRF check failed: {reason}")
 
 
 @csrf_exempt  # checked inside, so that a failure is JSON
