@@ -25,6 +25,7 @@ from tasktrail.status import Status
 from . import tasks
 from .judge import (
     Agree,
+    AgreeOrSwept,
     All,
     Diverge,
     Do,
@@ -253,10 +254,15 @@ def eta(ctx: Ctx, tag: str) -> list[Step]:
 
 @case()
 def expired(ctx: Ctx, tag: str) -> list[Step]:
-    """expires already in the past: the worker revokes it ('expired')."""
+    """expires already in the past: the worker revokes it ('expired'). On RabbitMQ
+    Celery publishes it with TTL 0, and the broker drops it unless a consumer takes it
+    at once: then Celery never settles it, and tasktrail's sweep must."""
     past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
     task_id = ctx.send("counted_add", tag, 1, 1, expires=past).id
-    return [Agree(ctx, task_id, "add expires=-60s"), executed(ctx, tag, 0)]
+    return [
+        AgreeOrSwept(ctx, task_id, "add expires=-60s", stale_ready_bound),
+        executed(ctx, tag, 0),
+    ]
 
 
 @case()
@@ -319,7 +325,7 @@ def hard_time_limit(ctx: Ctx, tag: str) -> list[Step]:
 
 @case()
 def retry_countdown(ctx: Ctx, tag: str) -> list[Step]:
-    """self.retry(countdown=0.5) once, then success."""
+    """self.retry(countdown=RETRY_DELAY) once, then success."""
     task_id = ctx.send("retry_once", tag).id
     return [Agree(ctx, task_id, "retried once"), executed(ctx, tag, 2), attempts(ctx, task_id, 2)]
 

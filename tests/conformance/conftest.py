@@ -137,7 +137,7 @@ class Stage:
                 [
                     sys.executable, "-m", "celery", "-A", "tests.conformance.celery_app",
                     "worker", "-P", variant.pool, "-c", str(variant.concurrency),
-                    "-Q", queue, "-n", hostname, "-l", "warning",
+                    "-Q", queue, "-n", hostname, "-l", "info",
                     "--without-gossip", "--without-mingle", "--without-heartbeat",
                 ],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,

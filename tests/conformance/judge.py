@@ -60,6 +60,8 @@ class Plan:
             try:
                 if not step.poll(self):
                     return
+            except AssertionError as exc:  # a precondition a step states itself
+                self.fail(f"{step.describe()}: {exc}")
             except Exception:  # a broken step fails its case, not the loop
                 self.fail(f"{step.describe()} raised:\n{traceback.format_exc()}")
             self.steps.popleft()
@@ -205,6 +207,47 @@ class Agree(Step):
             plan.fail(render(self.task_id, self.role, rows, view))
             return True
         return False
+
+
+class AgreeOrSwept(Step):
+    """For a message the broker may drop before any worker sees it (RabbitMQ expires a
+    message published with a past ``expires``, TTL 0, unless a consumer takes it at
+    once): either Celery settles the id and the record agrees with it, or Celery never
+    hears of it (PENDING for ever) and the record must not stay READY beyond the
+    sweep's bound."""
+
+    def __init__(self, ctx: Any, task_id: str, role: str, bound: Callable[[], float]) -> None:
+        self.ctx = ctx
+        self.task_id = str(task_id)
+        self.role = role
+        self.bound = bound
+        self.agree = Agree(ctx, task_id, role)
+        self.started: float | None = None
+
+    def describe(self) -> str:
+        return f"AgreeOrSwept({self.role} [{self.task_id}])"
+
+    def poll(self, plan: Plan) -> bool:
+        now = time.monotonic()
+        self.started = self.started or now
+        if self.agree.ready_at is not None or celery_view(self.ctx.app, self.task_id).ready:
+            return self.agree.poll(plan)
+        if now - self.started < SETTLE:
+            return False  # a delivered message is settled by now; only then ask the sweep
+        bound = self.bound()
+        if now - self.started < bound:
+            return False
+        if self.ctx.observe_only:
+            plan.observed[self.role] = ("PENDING", "never delivered")
+            return True
+        run = tasktrail_view(self.task_id)
+        if run is not None and run.status == Status.READY:
+            plan.fail(
+                render(self.task_id, f"{self.role}: the broker dropped it, Celery never "
+                       f"settled it (within {bound:.0f}s)",
+                       [Row("status", "no record, or settled by the sweep", "READY")], None)
+            )  # fmt: skip
+        return True
 
 
 _MISSING: Any = object()
