@@ -120,3 +120,20 @@ def test_without_drf_the_session_and_djangos_csrf_check_decide() -> None:
             client.post(f"/tasks/{run_id}/cancel/", HTTP_X_CSRFTOKEN=_csrf(client)).status_code
             == 200
         )
+
+
+def test_a_run_a_viewset_publishes_with_plain_apply_async_is_the_token_users(
+    server: str,
+) -> None:
+    from tests.test_enqueue import NOBODY
+
+    owner = User.objects.create_user("owner-viewset", password="pw")
+    headers = _credentials("token", owner)
+    with httpx.Client(base_url=server, headers=headers, timeout=10) as client:
+        started = client.post("/api/reports/", params={"queue": NOBODY})
+        assert started.status_code == 202, started.text
+        run_id = started.json()["id"]
+        assert client.get(f"/tasks/{run_id}/").json()["id"] == run_id
+    assert get_run(run_id).owner_id == str(owner.pk)
+    with httpx.Client(base_url=server, headers=_credentials("basic", owner), timeout=10) as client:
+        assert client.get(f"/tasks/{run_id}/").status_code == 200

@@ -2,9 +2,13 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.urls import include, path
+from rest_framework.routers import SimpleRouter
 
 from tasktrail.metrics import metrics_view
-from tests.testapp.views import start_with_delay
+from tests.testapp.views import ReportViewSet, start_with_delay
+
+router = SimpleRouter()
+router.register("reports", ReportViewSet, basename="report")
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -12,4 +16,5 @@ urlpatterns = [
     path("ops/", include("tasktrail.dashboard.urls")),
     path("metrics", metrics_view),
     path("start-with-delay/", start_with_delay),
+    path("api/", include(router.urls)),
 ]

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.http import HttpRequest, JsonResponse
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.viewsets import ViewSet
 
 from tests.testapp.tasks import add
 
@@ -10,3 +15,12 @@ from tests.testapp.tasks import add
 def start_with_delay(request: HttpRequest) -> JsonResponse:
     result = add.apply_async((1, 2), queue=request.GET.get("queue") or None)
     return JsonResponse({"id": result.id}, status=202)
+
+
+class ReportViewSet(ViewSet):
+    """A DRF viewset as the seeds write them: plain ``apply_async(task_id=...)``."""
+
+    def create(self, request: Request) -> Response:
+        report_id = str(uuid.uuid4())
+        add.apply_async((2, 3), task_id=report_id, queue=request.query_params.get("queue"))
+        return Response({"id": report_id}, status=202)
