@@ -5,6 +5,7 @@ from django.urls import include, path
 from rest_framework.routers import SimpleRouter
 
 from tasktrail.metrics import metrics_view
+from tests.testapp import drf_example
 from tests.testapp.views import ReportViewSet, start_with_delay
 
 router = SimpleRouter()
@@ -17,4 +18,5 @@ urlpatterns = [
     path("metrics", metrics_view),
     path("start-with-delay/", start_with_delay),
     path("api/", include(router.urls)),
+    path("api/", include(drf_example.router.urls)),
 ]

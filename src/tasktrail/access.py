@@ -47,6 +47,14 @@ def can_view(user: Any, run: RunData, token: str | None = None) -> bool:
     return token_allows(token, run.id)
 
 
+def can_act(user: Any, run: RunData) -> bool:
+    """Cancel and retry: the owner or staff (a read token is not enough)."""
+    owner = run.owner_id
+    return is_staff(user) or (
+        getattr(user, "is_authenticated", False) and owner is not None and str(user.pk) == owner
+    )
+
+
 def can_view_event(user: Any, owner: str, token_run: str | None = None, run: str = "") -> bool:
     """For shared streams (subject, firehose): may this user see an event of this owner?"""
     if is_staff(user):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Coroutine
 from typing import Any
+from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.urls import reverse
@@ -47,8 +48,9 @@ def run_urls(
     status_url = reverse("tasktrail:run-detail", args=[run_id])
     events_url = reverse("tasktrail:run-events", args=[run_id])
     if token:
-        status_url += f"?token={token}"
-        events_url += f"?token={token}"
+        query = "?" + urlencode({"token": token})  # a caller's token is never raw text
+        status_url += query
+        events_url += query
     if request is not None:
         status_url = request.build_absolute_uri(status_url)
         events_url = request.build_absolute_uri(events_url)
@@ -56,12 +58,14 @@ def run_urls(
 
 
 def accepted(
-    run: RunData, request: HttpRequest | None = None, *, with_token: bool = False, **extra: Any
-) -> JsonResponse:
+    run: RunData, request: Any = None, *, with_token: bool = False, **extra: Any
+) -> HttpResponseBase:
     """``202 Accepted`` for a just-enqueued run: ``Location``, ``id``, ``status`` and URLs.
 
     ``with_token=True`` puts a signed read token into the URLs, for clients without a
-    session (a mobile app, a script). ``extra`` keys are added to the body.
+    session (a mobile app, a script). ``extra`` keys are added to the body. Inside a
+    Django REST framework view (``request`` is DRF's) it is DRF's ``Response``, so
+    content negotiation and the browsable API apply.
     """
     token = None
     if with_token:
@@ -70,6 +74,11 @@ def accepted(
         token = make_token(run.id)
     urls = run_urls(run.id, request, token)
     body = {"id": run.id, "status": run.status.value, **urls, **extra}
+    if hasattr(request, "accepted_renderer") or hasattr(request, "query_params"):
+        from .contrib.rest_framework.responses import accepted_response
+
+        drf_response: HttpResponseBase = accepted_response(body, urls["status_url"])
+        return drf_response
     response = JsonResponse(body, status=202)
     response["Location"] = urls["status_url"]
     return response

@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from . import actions, ids, keys
-from .access import can_view, can_view_event, is_staff
+from .access import can_act, can_view, can_view_event, is_staff
 from .authentication import authenticate
 from .conf import settings
 from .connection import get_async_redis
@@ -201,14 +201,6 @@ async def run_list(request: HttpRequest) -> HttpResponseBase:
     return JsonResponse({"results": results, "next": following})
 
 
-def _can_act(user: Any, run: RunData) -> bool:
-    """Cancel and retry: the owner or staff (a read token is not enough)."""
-    owner = run.owner_id
-    return is_staff(user) or (
-        getattr(user, "is_authenticated", False) and owner is not None and str(user.pk) == owner
-    )
-
-
 async def _actionable(request: HttpRequest, run_id: str) -> tuple[Run, Any] | HttpResponseBase:
     user = await authenticate(request, acting=True)
     if isinstance(user, HttpResponseBase):
@@ -218,7 +210,7 @@ async def _actionable(request: HttpRequest, run_id: str) -> tuple[Run, Any] | Ht
     run = await afind_run(run_id)
     if run is None or not can_view(user, run, _token(request)):
         return not_found()
-    if not _can_act(user, run):
+    if not can_act(user, run):
         return error(403, "Only the run's owner or staff may do this.")
     return run, user
 
