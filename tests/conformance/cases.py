@@ -184,14 +184,15 @@ def custom_exception(ctx: Ctx, tag: str) -> list[Step]:
 
 @case()
 def unencodable_exception_args(ctx: Ctx, tag: str) -> list[Step]:
-    """An exception whose argument no serializer can encode (a lock)."""
+    """An exception whose argument no serializer can encode (a lock): Celery stores it
+    as celery.utils.serialization.UnpickleableExceptionWrapper."""
     return [Agree(ctx, ctx.send("raise_locked").id, "LockedError(Lock())")]
 
 
 @case()
 def unrebuildable_exception(ctx: Ctx, tag: str) -> list[Step]:
-    """An exception Celery cannot rebuild from its args (keyword-only constructor):
-    AsyncResult gives a plain Exception, the stored type is the truth."""
+    """An exception that cannot be rebuilt from its args (keyword-only constructor):
+    Celery stores it as UnpickleableExceptionWrapper too."""
     return [Agree(ctx, ctx.send("raise_keyword_only", 7).id, "KeywordOnlyError")]
 
 
@@ -203,11 +204,12 @@ def unprintable_exception(ctx: Ctx, tag: str) -> list[Step]:
 
 @case(
     pools=PREFORK_ONLY,
-    why_not="on the threads pool Celery itself never settles it: apply_target hands the pool "
-    "callback an ExceptionInfo that Request.on_success cannot unpack; the id stays PENDING",
+    why_not="on the threads pool Celery never settles it: nothing is stored or logged, the "
+    "request stays active and AsyncResult PENDING for ever (apply_target's callback fails on "
+    "the WorkerLostError it is given), so there is no answer to agree with",
 )
 def base_exception(ctx: Ctx, tag: str) -> list[Step]:
-    """A BaseException that is not an Exception: the prefork child dies with it."""
+    """A BaseException that is not an Exception: on prefork Celery stores FAILURE with it."""
     task_id = ctx.send("raise_base_exception", tag).id
     return [Agree(ctx, task_id, "raise Abort()"), executed(ctx, tag, 1)]
 
