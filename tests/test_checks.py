@@ -87,9 +87,10 @@ def test_a_result_backend_other_than_tasktrails_is_a_warning(
     backend: Any, expected: list[str]
 ) -> None:
     saved = current_app.conf.result_backend
-    current_app.conf.result_backend = backend
+    current_app.conf.result_backend = backend  # where the Django setting is not set
     try:
-        messages = checks.check_result_backend()
+        with override_settings(CELERY_RESULT_BACKEND=backend):
+            messages = checks.check_result_backend()
     finally:
         current_app.conf.result_backend = saved
     assert ids(messages) == expected
@@ -104,21 +105,13 @@ def test_a_backend_with_the_recording_mixin_is_fine() -> None:
     class Recorded(RecordingBackendMixin, RedisBackend):  # type: ignore[misc]
         pass
 
-    saved = current_app.conf.result_backend
-    current_app.conf.result_backend = Recorded
-    try:
+    with override_settings(CELERY_RESULT_BACKEND=Recorded):
         assert checks.check_result_backend() == []
-    finally:
-        current_app.conf.result_backend = saved
 
 
 def test_a_recording_backend_named_by_its_dotted_path_is_fine() -> None:
-    saved = current_app.conf.result_backend
-    current_app.conf.result_backend = "tests.test_checks.RecordedRedis"
-    try:
+    with override_settings(CELERY_RESULT_BACKEND="tests.test_checks.RecordedRedis"):
         assert checks.check_result_backend() == []
-    finally:
-        current_app.conf.result_backend = saved
 
 
 def _recorded_redis() -> type:

@@ -121,7 +121,11 @@ def check_result_backend(**_: Any) -> list[checks.CheckMessage]:
 
     from .backend import BACKEND_PATH
 
-    backend = _celery_conf().result_backend
+    # The Django setting (Celery's conventional namespace) when the project's Celery app
+    # is not loaded in this process (manage.py check usually runs without it).
+    backend = getattr(django_settings, "CELERY_RESULT_BACKEND", None)
+    if backend is None:
+        backend = _celery_conf().result_backend
     name = backend if isinstance(backend, str) else getattr(backend, "__qualname__", "")
     try:
         found: Any = backend if isinstance(backend, type) else by_url(backend)
