@@ -1,5 +1,5 @@
 """The matrix: for every case and every worker variant, tasktrail's record of every task
-id involved agrees with what Celery's own ``AsyncResult`` reports (see ``cases.py``)."""
+id involved agrees with what Celery's own ``AsyncResult`` reports (see ``cases/``)."""
 
 from __future__ import annotations
 
