@@ -11,8 +11,6 @@ from pathlib import Path
 
 from .services import ROOT
 
-DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
-
 
 @dataclass
 class Config:

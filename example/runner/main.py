@@ -14,7 +14,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from .client import Client
-from .config import DEFAULT_REDIS, Config
+from .config import Config
 from .services import (
     ROOT,
     Services,
@@ -77,11 +77,13 @@ def _manage(config: Config, *args: str) -> None:
 
 
 def _start(config: Config, services: Services, console: Console, concurrency: int) -> None:
-    requested = os.environ.get("REDIS_URL") or DEFAULT_REDIS
-    if redis_answers(requested):
+    # Only a Redis it was told to use: demo data never lands in whatever listens on 6379.
+    requested = os.environ.get("REDIS_URL")
+    if requested and redis_answers(requested):
         config.redis_url = requested
     else:
-        console.print(f"[dim]Nothing answers at {requested}; starting a private Valkey.[/]")
+        why = f"Nothing answers at {requested}" if requested else "REDIS_URL is not set"
+        console.print(f"[dim]{why}; starting a private Valkey.[/]")
         config.redis_url = start_valkey(services, config.data_dir, config.env())
         config.private_redis = True
     env = config.env()

@@ -8,6 +8,7 @@ backend sees (eager runs, ``ignore_result`` tasks, another result backend).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -31,6 +32,7 @@ _REASON_BY_ERROR = {
     "billiard.exceptions.TimeLimitExceeded": "time_limit",
     "celery.exceptions.NotRegistered": "not_registered",
     "tasktrail.exceptions.RunCancelled": "cancelled",
+    "celery.exceptions.Reject": "rejected",
 }
 
 
@@ -38,9 +40,20 @@ def error_type(kind: type[BaseException]) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
+def _jsonable(value: Any) -> Any:
+    """What kombu's JSON encoder, and so Celery's result, makes of a value JSON has no
+    word for: an object's ``__json__()``, else its text."""
+    method = getattr(value, "__json__", None)
+    return method() if callable(method) else str(value)
+
+
+def _dumps_result(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_jsonable)
+
+
 def json_result(value: Any) -> str:
     try:
-        return capped_json(value, int(settings.MAX_RESULT_BYTES), dumps)
+        return capped_json(value, int(settings.MAX_RESULT_BYTES), _dumps_result)
     except (TypeError, ValueError):
         return dumps({"unserializable": repr(value)[:1000]})
 

@@ -21,7 +21,7 @@ import redis
 from celery import signals, states
 from celery.exceptions import Ignore, Reject, Retry
 
-from . import outcomes, ownership, reporting
+from . import outcomes, ownership, reporting, sweep
 from .conf import settings
 from .exceptions import RunCancelled
 from .redaction import capped_json, redact_call
@@ -115,6 +115,7 @@ def on_before_task_publish(
         "parent": str(headers.get("parent_id") or ""),
         "root": str(headers.get("root_id") or ""),
         "group": str(headers.get("group") or ""),
+        "broker": sweep.broker_id(),  # whose workers may judge the message lost
         **_stored_arguments(name, list(args), dict(kwargs)),
         **context,
     }

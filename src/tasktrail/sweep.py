@@ -14,15 +14,19 @@ time, and asks the broker whether it holds their messages:
   is settled only when the queue is empty and no worker reports it reserved,
   scheduled or active (a message inside a non-empty queue cannot be seen).
 
-Settled means FAILED with ``error.reason`` ``never_delivered``.
+Settled means FAILED with ``error.reason`` ``never_delivered``. Each run records which
+broker it was published to (a fingerprint of the URL), and a worker judges only the
+runs of its own broker: projects that share a key prefix across brokers stay safe.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
 from collections import defaultdict
+from functools import lru_cache
 from typing import Any
 
 from . import keys, outcomes
@@ -36,6 +40,18 @@ logger = logging.getLogger("tasktrail")
 BATCH = 500
 MAX_MESSAGES_READ = 200_000  # per queue and round: past that, no run of it is judged
 _ID = re.compile(rb'"id": ?"([^"]+)"')
+
+
+@lru_cache(maxsize=8)
+def _fingerprint(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()[:12]
+
+
+def broker_id() -> str:
+    """A fingerprint of the Celery app's broker URL (the password never leaves it)."""
+    from celery import current_app
+
+    return _fingerprint(str(current_app.conf.broker_url or ""))
 
 
 def sweep(now: float | None = None) -> int:
@@ -52,12 +68,17 @@ def sweep(now: float | None = None) -> int:
     by_queue: dict[str, list[str]] = defaultdict(list)
     pipe = client.pipeline(transaction=False)
     for raw_id in candidates:
-        pipe.hmget(keys.run_hash(raw_id.decode(), base), "status", "queue", "next_attempt_at")
-    for raw_id, (status, queue, due) in zip(candidates, pipe.execute(), strict=True):
+        pipe.hmget(
+            keys.run_hash(raw_id.decode(), base), "status", "queue", "next_attempt_at", "broker"
+        )
+    mine = broker_id().encode()
+    for raw_id, (status, queue, due, broker) in zip(candidates, pipe.execute(), strict=True):
         run_id = raw_id.decode()
         if status is None or status.decode() not in (Status.READY, Status.RETRYING):
             client.zrem(keys.waiting_set(base), run_id)  # expired, or moved on
             continue
+        if broker and broker != mine:
+            continue  # another broker's run: its own workers judge it
         if due and float(due) > now - wait:
             continue  # an ETA or countdown not long past: the broker may hold it late
         by_queue[(queue or b"").decode()].append(run_id)

@@ -80,7 +80,14 @@ elseif op == 'start' and exists and FINISHED[cur[1]] then
     return refused(cur[1] == 'CANCELLED')
   end
 elseif exists and FINISHED[cur[1]] then
-  return refused(cur[1] == 'CANCELLED')
+  -- Celery's own rule for what its result backend stores: only SUCCESS is final; a
+  -- later FAILURE or REVOKED of the same run replaces an earlier one (two workers
+  -- revoking one id, say). The record follows when the write is Celery's own store,
+  -- except over a cancel made through tasktrail, whose reason and author it keeps.
+  if not (ARGV[15] ~= '' and op == 'finish' and cur[1] ~= 'SUCCESSFUL' and FINISHED[status]
+          and not cur[4]) then
+    return refused(cur[1] == 'CANCELLED')
+  end
 elseif op == 'progress' or op == 'feed' or op == 'store' then
   if exists and attempt > 0 and attempt < attempts then return refused(false) end
   -- No record: Redis restarted empty under a running task. Start it over (the
@@ -200,9 +207,11 @@ end
 local due = now
 if not FINISHED[meta[4]] then due = due + tonumber(ARGV[14]) end
 redis.call('ZADD', KEYS[4], 'LT', string.format('%.6f', due), ARGV[1])
-if FINISHED[meta[4]] then
+if FINISHED[meta[4]] and not (exists and FINISHED[cur[1]]) then
   -- A durable count of finished runs by task and status (Prometheus counters).
   redis.call('HINCRBY', prefix .. ':stats:finished', (redis.call('HGET', KEYS[1], 'task') or '') .. '|' .. meta[4], 1)
+end
+if FINISHED[meta[4]] then
   redis.call('EXPIRE', KEYS[1], ARGV[13])
   redis.call('EXPIRE', KEYS[2], ARGV[13])
 end

@@ -22,7 +22,7 @@ from .base import (
 @case()
 def failed_publish(ctx: Ctx, tag: str) -> list[Step]:
     """apply_async with an argument kombu cannot encode raises EncodeError: no READY
-    record may be left beyond TASKTRAIL['STALE_READY_AFTER']."""
+    record may be left beyond TASKTRAIL['UNDELIVERED_AFTER']."""
     task_id = f"unpublished-{tag}"
     try:
         ctx.send("add", object(), 1, task_id=task_id)
