@@ -25,7 +25,7 @@ def test_public_root_is_small_and_documented() -> None:
 
 def test_readme_gives_the_two_commands() -> None:
     readme = (ROOT / "README.md").read_text()
-    assert "uv run python -m example" in readme
+    assert "uv run --no-dev --group example python -m example" in readme
     ci = (ROOT / ".ci" / "run").read_text()
     command = (
         'uv run pytest && TASKTRAIL_TEST_DB=postgres uv run pytest -m "not browser and not example"'
