@@ -242,7 +242,7 @@ def retry_slowly(self: Any, tag: str) -> int:
     """Retries once with a countdown long enough to catch the RETRY state."""
     executions = count(tag)
     if executions == 1:
-        raise self.retry(exc=ConnectionError("slow transient"), countdown=3)
+        raise self.retry(exc=ConnectionError("slow transient"), countdown=8)
     return executions
 
 

@@ -25,7 +25,8 @@ def retry_countdown(ctx: Ctx, tag: str) -> list[Step]:
 
 @case()
 def retry_state(ctx: Ctx, tag: str) -> list[Step]:
-    """While Celery says RETRY (countdown=3), the record says RETRYING with the error."""
+    """While Celery says RETRY (countdown=8: wide enough on a loaded machine), the
+    record says RETRYING with the error."""
     task_id = ctx.send("retry_slowly", tag).id
     return [
         Agree(ctx, task_id, "RETRY", until=lambda v: v.state == states.RETRY, transient=True),
