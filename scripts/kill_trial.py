@@ -70,8 +70,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -79,15 +78,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts import trial_harness as harness
+from scripts.kill_report import Run, observe, print_table, status_of, summarize
 
 HOLD = 600.0  # a head's first execution sleeps this long: it is always killed first
 KINDS = ("early", "late", "requeue", "retry")
-KIND_LABELS = {
-    "early": "early ack",
-    "late": "acks_late",
-    "requeue": "acks_late+reject_on_worker_lost",
-    "retry": "retry_on_worker_lost",
-}
 LOST_ERRORS = {
     "pool": "billiard.exceptions.WorkerLostError",
     "node": "tasktrail.exceptions.WorkerLost",
@@ -123,6 +117,11 @@ class Case:
     def expected_status(self) -> str:
         return "SUCCESSFUL" if self.expected_runs == 2 else "FAILED"
 
+    @property
+    def expected_error(self) -> str:
+        """The error a FAILED head records: Celery's for a pool child, tasktrail's for a node."""
+        return LOST_ERRORS[self.loss]
+
 
 # Ordered so that the first 8 kills already cover every loss and option (no chains),
 # the next 8 the same as chain heads.
@@ -132,29 +131,6 @@ CASES = [
     for kind in KINDS
     for loss in ("pool", "node")
 ]
-
-
-@dataclass
-class Run:
-    case: Case
-    key: str
-    head_id: str
-    next_key: str = ""
-    next_id: str = ""
-    node: str = ""
-    killed_at: float = 0.0
-    # Observed at the end:
-    runs: int = 0
-    next_runs: int = 0
-    status: str = ""  # hot record
-    row_status: str = ""  # database row after flush_all()
-    result: Any = None
-    error_type: str = ""
-    celery_state: str = ""
-    next_status: str = ""
-    next_row_status: str = ""
-    next_celery_state: str = ""
-    problems: list[str] = field(default_factory=list)
 
 
 def task_of(kind: str) -> Any:
@@ -178,13 +154,6 @@ def publish(case: Case, queue: str, next_queue: str) -> Run:
     next_key = uuid.uuid4().hex
     result = (head | next_step.s(next_key).set(queue=next_queue)).apply_async()
     return Run(case, key, result.parent.id, next_key, result.id)
-
-
-def status_of(run_id: str) -> str:
-    from tasktrail.runs import find_run
-
-    run = find_run(run_id)
-    return "" if run is None else str(run.status)
 
 
 def wait_running(runs: list[Run], timeout: float = 90.0) -> bool:
@@ -300,117 +269,6 @@ def kill_nodes(
     return done
 
 
-def observe(runs: list[Run], *, control: bool) -> None:
-    """Fill in what happened to every run and what is wrong with it."""
-    from celery.result import AsyncResult
-
-    from scripts.trial_tasks import executions
-    from tasktrail.flusher import flush_all
-    from tasktrail.models import TaskRun
-    from tasktrail.runs import find_run
-
-    flush_all()
-    ids = [r.head_id for r in runs] + [r.next_id for r in runs if r.next_id]
-    rows = dict(TaskRun.objects.filter(pk__in=ids).values_list("id", "status"))
-    heads = executions([r.key for r in runs])
-    for run, count in zip(runs, heads, strict=True):
-        run.runs = count
-        run.next_runs = executions([run.next_key])[0] if run.next_key else 0
-        record = find_run(run.head_id)
-        if record is not None:
-            run.status, run.result = str(record.status), record.result
-            run.error_type = record.error.type if record.error else ""
-        run.row_status = str(rows.get(run.head_id, ""))
-        run.celery_state = AsyncResult(run.head_id).state
-        if run.next_id:
-            run.next_status = status_of(run.next_id)
-            run.next_row_status = str(rows.get(run.next_id, ""))
-            run.next_celery_state = AsyncResult(run.next_id).state
-        case, problems = run.case, run.problems
-        if run.runs != case.expected_runs:
-            problems.append(f"head ran {run.runs}x, Celery alone runs it {case.expected_runs}x")
-        if run.next_id and run.next_runs != case.expected_next:
-            problems.append(f"next step ran {run.next_runs}x, expected {case.expected_next}x")
-        if control:
-            continue
-        seen = {"head": run.status, "head row": run.row_status}
-        seen |= {"next": run.next_status, "next row": run.next_row_status}
-        problems += [f"{what} left RUNNING" for what, s in seen.items() if s == "RUNNING"]
-        if run.status != case.expected_status:
-            problems.append(f"head {run.status or 'unrecorded'}, expected {case.expected_status}")
-        elif case.expected_status == "SUCCESSFUL" and run.result != 2:
-            problems.append(f"head result {run.result!r}, expected 2 (the second execution's)")
-        elif case.expected_status == "FAILED" and run.error_type != LOST_ERRORS[case.loss]:
-            problems.append(f"head error {run.error_type!r}, expected {LOST_ERRORS[case.loss]}")
-        if run.row_status != run.status:
-            problems.append(f"row {run.row_status or 'missing'} != hot record {run.status}")
-        if run.next_status and run.next_row_status != run.next_status:
-            problems.append(f"next row {run.next_row_status or 'missing'} != hot {run.next_status}")
-        if case.expected_next and run.next_status != "SUCCESSFUL":
-            problems.append(f"next step {run.next_status or 'unrecorded'}, expected SUCCESSFUL")
-
-
-def distribution(values: list[int]) -> str:
-    """``[2, 2, 1]`` -> ``"1x1 2x2"``; one value -> that value."""
-    counts = Counter(values)
-    if len(counts) == 1:
-        return str(values[0])
-    return " ".join(f"{value}x{n}" for value, n in sorted(counts.items()))
-
-
-def summarize(runs: list[Run]) -> dict[str, dict[str, Any]]:
-    cases: dict[str, dict[str, Any]] = {}
-    for case in CASES:
-        mine = [r for r in runs if r.case == case]
-        if not mine:
-            continue
-        cases[case.name] = {
-            "runs": len(mine),
-            "expected": case.expected_runs,
-            "executions": [r.runs for r in mine],
-            "expected_next": case.expected_next if case.chained else None,
-            "next_executions": [r.next_runs for r in mine] if case.chained else [],
-            "statuses": dict(Counter(r.status or "-" for r in mine)),
-            "celery_states": dict(Counter(r.celery_state for r in mine)),
-            "next_statuses": dict(Counter(r.next_status or "-" for r in mine)),
-            "running_left": sum(
-                s == "RUNNING"
-                for r in mine
-                for s in (r.status, r.row_status, r.next_status, r.next_row_status)
-            ),
-            "problems": sum(bool(r.problems) for r in mine),
-        }
-    return cases
-
-
-def print_table(
-    summary: dict[str, dict[str, Any]], control: dict[str, Any] | None, *, alone: bool
-) -> None:
-    """One line per case; ``alone``: a control run, whose final column is Celery's state
-    (tasktrail's records are not under test there: its settler is off)."""
-    final = "Celery's state (AsyncResult)" if alone else "final status (hot record)"
-    head = (
-        f"{'case':<22} {'runs':>4} {'expect':>6} {'Celery alone':>12} {'observed':>9}  "
-        f"{'next exp/obs':>12}  {'RUNNING':>7}  {final:<30} ok"
-    )
-    print(head)
-    print("-" * len(head))
-    for name, row in summary.items():
-        measured = "-"
-        if control and name in control:
-            measured = distribution(control[name]["executions"])
-        nxt = "-"
-        if row["expected_next"] is not None:
-            nxt = f"{row['expected_next']}/{distribution(row['next_executions'])}"
-        shown = row["celery_states"] if alone else row["statuses"]
-        statuses = " ".join(f"{k}x{v}" for k, v in sorted(shown.items()))
-        running = "-" if alone else str(row["running_left"])
-        ok = "yes" if not row["problems"] else f"NO ({row['problems']})"
-        print(f"{name:<22} {row['runs']:>4} {row['expected']:>6} {measured:>12} "
-              f"{distribution(row['executions']):>9}  {nxt:>12}  {running:>7}  "
-              f"{statuses:<30} {ok}")  # fmt: skip
-
-
 def run_control(args: argparse.Namespace) -> tuple[dict[str, Any] | None, list[str]]:
     """The same cases with Celery alone, in a process of its own (its own settings)."""
     out = Path(f"/tmp/tasktrail-kill-control-{uuid.uuid4().hex[:8]}.json")
@@ -487,11 +345,13 @@ def main() -> int:
         help="Redis broker keys under a prefix (kombu's global_keyprefix)")  # fmt: skip
     parser.add_argument("--celery-alone", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    add("--keep-logs", action="store_true", help="keep the worker logs and database")
     args = parser.parse_args()
     harness.stop_on_sigterm()
     started = time.monotonic()
 
-    control, problems = (None, [])
+    control: dict[str, Any] | None = None
+    problems: list[str] = []
     if not args.celery_alone and not args.no_control:
         control, problems = run_control(args)
 
@@ -499,7 +359,7 @@ def main() -> int:
     print(f"{label}: {args.kills} kills on {args.broker} ...", flush=True)
     runs, general, trial = trial_phase(args)
     problems += general
-    summary = summarize(runs)
+    summary = summarize(runs, CASES)
     print()
     print(f"{label} on {trial.broker}: {len(runs)} SIGKILLed runs "
           f"({sum(r.case.loss == 'pool' for r in runs)} pool children, "
@@ -529,7 +389,7 @@ def main() -> int:
             "general": general,
             "runs": [{**asdict(r), "case": r.case.name} for r in runs], "wall_s": elapsed,
         }, default=str, indent=1))  # fmt: skip
-    harness.finish(trial, failed=bool(problems))
+    harness.finish(trial, failed=bool(problems) or args.keep_logs)
     return 1 if problems else 0
 
 

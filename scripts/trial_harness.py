@@ -32,6 +32,12 @@ for _path in (ROOT / "src", ROOT):
 
 from tests.acceptance.conftest import HEARTBEAT, LOST_AFTER, Worker, Workers  # noqa: E402
 
+__all__ = [
+    "HEARTBEAT", "LOST_AFTER", "SETTLER_OFF", "STOCK_RESULT_BACKEND", "Trial", "TrialWorkers",
+    "Worker", "cleanup", "configure", "consume", "finish", "messages_left", "stop_on_sigterm",
+    "wait_until",
+]  # fmt: skip
+
 # A Redis database of the trials' own: kombu keeps one ``unacked`` hash per database,
 # and a control run's short visibility timeout restores every message in it.
 REDIS_BROKER = "redis://127.0.0.1:6379/14"
@@ -222,7 +228,8 @@ def messages_left(trial: Trial, queues: Iterable[str]) -> dict[str, int]:
 
 
 def finish(trial: Trial, *, failed: bool) -> None:
-    """Keep the trial's directory (worker logs, SQLite file) only when it failed."""
+    """Keep the trial's directory (worker logs, SQLite file) only when it failed (or
+    when asked to)."""
     if failed:
         print(f"worker logs and database kept in {trial.directory}")
     else:
@@ -238,7 +245,7 @@ def cleanup(
     from celery import current_app
     from django.conf import settings
 
-    client = redis.Redis.from_url(settings.TASKTRAIL["REDIS_URL"])
+    client = redis.Redis.from_url(str(settings.TASKTRAIL["REDIS_URL"]))
     for key in client.scan_iter(f"{trial.prefix}*", count=1000):
         client.delete(key)
     ids = list(task_ids)

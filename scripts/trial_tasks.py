@@ -31,7 +31,7 @@ from django.conf import settings
 
 
 def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(settings.TASKTRAIL["REDIS_URL"])
+    return redis.Redis.from_url(str(settings.TASKTRAIL["REDIS_URL"]))
 
 
 def _key(*parts: str) -> str:
@@ -89,7 +89,7 @@ def requeue(key: str, hold: float) -> int:
     return _held(key, hold)
 
 
-@shared_task(name="trial.retry", retry_on_worker_lost=True, default_retry_delay=0)
+@shared_task(name="trial.retry", retry_on_worker_lost=True, default_retry_delay=0)  # type: ignore[call-overload, untyped-decorator]
 def retry(key: str, hold: float) -> int:
     """Acknowledged on receipt; a lost pool process makes Celery retry it at once."""
     return _held(key, hold)
@@ -105,8 +105,9 @@ def next_step(previous: Any, key: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- skew trial
 
 
-def _attempt(task: Task[Any, Any], key: str) -> int:
-    """Count the attempt and note which worker ran it and how far its clock is off."""
+def _attempt(task: Task[Any, Any], key: str, work: float) -> int:
+    """Count the attempt, note which worker ran it and how far its clock is off, then
+    work ``work`` seconds (so a flusher writes this attempt's state before the next)."""
     client = redis_client()
     seconds, micros = client.time()
     offset = time.time() - (seconds + micros / 1e6)
@@ -116,16 +117,19 @@ def _attempt(task: Task[Any, Any], key: str) -> int:
     pipe.rpush(hosts_key(key), hostname)
     pipe.hset(offsets_key(), hostname, f"{offset:.3f}")
     count, *_ = pipe.execute()
+    time.sleep(work)
     return int(count)
 
 
 @shared_task(name="trial.flaky", bind=True, max_retries=None)
-def flaky(self: Task[Any, Any], key: str, retries: int, countdown: float, end: str) -> Any:
+def flaky(
+    self: Task[Any, Any], key: str, retries: int, countdown: float, end: str, work: float = 0.0
+) -> Any:
     """Retry ``retries`` times (``countdown`` seconds apart), then end as ``end`` says:
     ``success`` returns, ``raise`` raises RuntimeError, ``exhaust`` retries once more
     than ``max_retries`` allows (Celery fails it with the retry's exception),
     ``revoke`` keeps retrying until the trial revokes it."""
-    attempt = _attempt(self, key)
+    attempt = _attempt(self, key, work)
     if end == "exhaust":
         raise self.retry(exc=ValueError(f"{key}: attempt {attempt}"), countdown=countdown,
                          max_retries=retries)  # fmt: skip
@@ -142,9 +146,9 @@ def flaky(self: Task[Any, Any], key: str, retries: int, countdown: float, end: s
     autoretry_for=(ValueError,),
     retry_kwargs={"countdown": 0, "max_retries": 10},
 )
-def autoretry(self: Task[Any, Any], key: str, retries: int) -> Any:
+def autoretry(self: Task[Any, Any], key: str, retries: int, work: float = 0.0) -> Any:
     """Celery's ``autoretry_for`` flavour: raise ValueError ``retries`` times, then return."""
-    attempt = _attempt(self, key)
+    attempt = _attempt(self, key, work)
     if attempt <= retries:
         raise ValueError(f"{key}: attempt {attempt}")
     return [key, attempt]
