@@ -127,13 +127,13 @@ def test_a_cancelled_run_keeps_no_stale_fields_and_says_why() -> None:
 
 
 def test_a_successful_run_keeps_no_earlier_attempts_error() -> None:
-    from tasktrail.outcomes import succeeded
+    from tasktrail.outcomes import Origin, succeeded
 
     run_id = _new_run()
     apply(run_id, "start", attempt=1, status=Status.RUNNING)
     apply(run_id, "retry", attempt=1, status=Status.RETRYING,
           fields={"error_type": "builtins.OSError", "error_message": "boom"})  # fmt: skip
     apply(run_id, "start", attempt=2, status=Status.RUNNING)
-    succeeded(run_id, 7, attempt=2)
+    succeeded(run_id, 7, Origin(attempt=2))
     run = get_run(run_id)
     assert (run.status, run.result, run.error) == (Status.SUCCESSFUL, 7, None)

@@ -103,11 +103,9 @@ def record(
     ):
         tracker.flush()  # the last progress goes before the outcome
         tracker.recorded = True
-    common: dict[str, Any] = {
-        "attempt": attempt, "generation": generation, "meta": meta, "create": create,
-    }  # fmt: skip
+    origin = outcomes.Origin(attempt=attempt, generation=generation, meta=meta, create=create)
     if state == states.SUCCESS:
-        return outcomes.succeeded(run_id, result, **common)
+        return outcomes.succeeded(run_id, result, origin)
     if state in (states.FAILURE, states.REVOKED):
         kind, message = _exception_fields(result)
         reason = ""
@@ -115,22 +113,22 @@ def record(
             reason = message if message in outcomes.REASONS else "revoked"
         return outcomes.ended_with_error(
             run_id,
+            origin,
             kind=kind,
             message=message,
             traceback=str(traceback or ""),
             reason=reason,
             cancelled=state == states.REVOKED or kind == "tasktrail.exceptions.RunCancelled",
-            **common,
         )
     if state == states.RETRY:
         kind, message = _exception_fields(result)
         return outcomes.retrying(
-            run_id, kind=kind, message=message, traceback=str(traceback or ""), **common
+            run_id, origin, kind=kind, message=message, traceback=str(traceback or "")
         )
     if state in (states.PENDING, states.RECEIVED, states.STARTED):
         # Nothing the signals have not said: store Celery's meta, change nothing else.
-        return outcomes.custom_state_meta_only(run_id, meta=meta, generation=generation)
-    return outcomes.custom_state(run_id, state, result, **common)
+        return outcomes.meta_only(run_id, outcomes.Origin(generation=generation, meta=meta))
+    return outcomes.custom_state(run_id, state, result, origin)
 
 
 class _RecordsRuns:

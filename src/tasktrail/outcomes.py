@@ -11,12 +11,27 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .conf import settings
 from .redaction import capped_json
 from .status import Status
-from .transitions import Applied, CeleryMeta, Op, dumps, safely, stamp
+from .transitions import ANY_ATTEMPT, Applied, CeleryMeta, Op, dumps, safely, stamp
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Origin:
+    """Where a write comes from: the attempt and generation of the execution making it
+    (any, when it is not the run's own execution), Celery's result meta to store with
+    it, and the record it may create (None: only an existing record changes, as for a
+    task tasktrail does not track)."""
+
+    attempt: int = ANY_ATTEMPT
+    generation: int | None = None
+    meta: CeleryMeta | None = None
+    create: Mapping[str, str] | None = None
+
 
 # Why a run ended other than by its own return or raise, as ``error.reason``.
 REASONS = frozenset(
@@ -65,42 +80,30 @@ def _state_event(run_id: str, **extra: Any) -> tuple[str, dict[str, Any]]:
 def _send(
     run_id: str,
     op: Op,
+    origin: Origin,
     *,
     status: str,
     fields: dict[str, str],
     events: list[tuple[str, Mapping[str, Any] | str]],
-    attempt: int,
-    generation: int | None,
-    meta: CeleryMeta | None,
-    create: Mapping[str, str] | None,
     now: float,
     flags: str = "",
 ) -> Applied | None:
     return safely(
         run_id,
         op,
-        attempt=attempt,
+        attempt=origin.attempt,
         status=status,
         fields=fields,
-        create=create,
+        create=origin.create,
         events=events,
         now=now,
-        generation=generation,
-        flags=flags + ("" if create else "x"),  # an untracked task's id gets no record
-        meta=meta,
+        generation=origin.generation,
+        flags=flags + ("" if origin.create else "x"),  # no record for an untracked task
+        meta=origin.meta,
     )
 
 
-def succeeded(
-    run_id: str,
-    value: Any,
-    *,
-    attempt: int,
-    generation: int | None = None,
-    meta: CeleryMeta | None = None,
-    create: Mapping[str, str] | None = None,
-    reason: str = "",
-) -> Applied | None:
+def succeeded(run_id: str, value: Any, origin: Origin, *, reason: str = "") -> Applied | None:
     now = time.time()
     text = json_result(value)
     fields = {
@@ -115,32 +118,26 @@ def succeeded(
     return _send(
         run_id,
         "finish",
+        origin,
         status=Status.SUCCESSFUL,
         fields=fields,
         events=[
             ("result", f'{{"run":{dumps(run_id)},"result":{text}}}'),
             _state_event(run_id, **({"reason": reason} if reason else {})),
         ],
-        attempt=attempt,
-        generation=generation,
-        meta=meta,
-        create=create,
         now=now,
     )
 
 
 def ended_with_error(
     run_id: str,
+    origin: Origin,
     *,
     kind: str,
     message: str,
     traceback: str = "",
     reason: str = "",
     cancelled: bool = False,
-    attempt: int,
-    generation: int | None = None,
-    meta: CeleryMeta | None = None,
-    create: Mapping[str, str] | None = None,
 ) -> Applied | None:
     """FAILED, or CANCELLED (a revoke, a cancel the task obeyed)."""
     now = time.time()
@@ -157,28 +154,22 @@ def ended_with_error(
     return _send(
         run_id,
         "finish",
+        origin,
         status=Status.CANCELLED if cancelled else Status.FAILED,
         fields=fields,
         events=[_state_event(run_id, error=error, **({"reason": reason} if reason else {}))],
-        attempt=attempt,
-        generation=generation,
-        meta=meta,
-        create=create,
         now=now,
     )
 
 
 def retrying(
     run_id: str,
+    origin: Origin,
     *,
     kind: str,
     message: str,
     traceback: str = "",
     when: float | None = None,
-    attempt: int,
-    generation: int | None = None,
-    meta: CeleryMeta | None = None,
-    create: Mapping[str, str] | None = None,
 ) -> Applied | None:
     fields = {"error_type": kind, "error_message": message, "error_traceback": traceback}
     if when:
@@ -186,6 +177,7 @@ def retrying(
     return _send(
         run_id,
         "retry",
+        origin,
         status=Status.RETRYING,
         fields=fields,
         events=[
@@ -196,10 +188,6 @@ def retrying(
                 **({"next_attempt_at": when} if when else {}),
             )
         ],
-        attempt=attempt,
-        generation=generation,
-        meta=meta,
-        create=create,
         now=time.time(),
     )
 
@@ -224,16 +212,7 @@ def _progress_of(info: Any) -> dict[str, str]:
     return fields
 
 
-def custom_state(
-    run_id: str,
-    state: str,
-    info: Any,
-    *,
-    attempt: int,
-    generation: int | None = None,
-    meta: CeleryMeta | None = None,
-    create: Mapping[str, str] | None = None,
-) -> Applied | None:
+def custom_state(run_id: str, state: str, info: Any, origin: Origin) -> Applied | None:
     """``update_state(state="PROGRESS", meta=...)`` or any state of the task's own: the
     run is running, with the progress the meta carries."""
     fields = _progress_of(info)
@@ -251,31 +230,15 @@ def custom_state(
     return _send(
         run_id,
         "store",
+        origin,
         status=Status.RUNNING,
         fields=fields,
         events=events,
-        attempt=attempt,
-        generation=generation,
-        meta=meta,
-        create=create,
         now=time.time(),
     )
 
 
-def custom_state_meta_only(
-    run_id: str, *, meta: CeleryMeta | None, generation: int | None = None
-) -> Applied | None:
+def meta_only(run_id: str, origin: Origin) -> Applied | None:
     """A state the signals already reported (STARTED): only Celery's meta is stored."""
-    return _send(
-        run_id,
-        "store",
-        status="",
-        fields={},
-        events=[],
-        attempt=-1,
-        generation=generation,
-        meta=meta,
-        create=None,
-        now=time.time(),
-        flags="m",
-    )
+    return _send(run_id, "store", origin, status="", fields={}, events=[], now=time.time(),
+                 flags="m")  # fmt: skip

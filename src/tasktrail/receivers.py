@@ -27,7 +27,7 @@ from .exceptions import RunCancelled
 from .redaction import capped_json, redact_call
 from .status import Status
 from .tracked import is_tracked
-from .transitions import ANY_ATTEMPT, CeleryMeta, defer, dumps, stamp, submit
+from .transitions import CeleryMeta, defer, dumps, stamp, submit
 
 logger = logging.getLogger("tasktrail")
 
@@ -195,19 +195,18 @@ def _mine(run_id: str) -> reporting.Tracker | None:
     return tracker
 
 
-def _outcome_args(tracker: reporting.Tracker) -> dict[str, Any]:
-    return {
-        "attempt": tracker.attempt,
-        "generation": tracker.generation,
-        "create": {"id": tracker.run_id},
-    }
+def _origin(tracker: reporting.Tracker) -> outcomes.Origin:
+    """This thread's execution of the run (a record Redis lost is rebuilt)."""
+    return outcomes.Origin(
+        attempt=tracker.attempt, generation=tracker.generation, create={"id": tracker.run_id}
+    )
 
 
 def on_task_success(sender: Any = None, result: Any = None, **_: Any) -> None:
     if sender is None or (tracker := _mine(str(sender.request.id))) is None:
         return
     tracker.recorded = True
-    outcomes.succeeded(tracker.run_id, result, **_outcome_args(tracker))
+    outcomes.succeeded(tracker.run_id, result, _origin(tracker))
 
 
 def on_task_retry(sender: Any = None, request: Any = None, reason: Any = None, **_: Any) -> None:
@@ -217,8 +216,8 @@ def on_task_retry(sender: Any = None, request: Any = None, reason: Any = None, *
     exc = reason.exc if isinstance(reason, Retry) and reason.exc is not None else reason
     if isinstance(exc, RunCancelled):  # autoretry_for=(Exception,) must not revive it
         outcomes.ended_with_error(
-            tracker.run_id, kind=outcomes.error_type(type(exc)), message=str(exc),
-            cancelled=True, **_outcome_args(tracker),
+            tracker.run_id, _origin(tracker), kind=outcomes.error_type(type(exc)),
+            message=str(exc), cancelled=True,
         )  # fmt: skip
         return
     when = _epoch(reason.when) if isinstance(reason, Retry) and reason.when is not None else None
@@ -229,9 +228,8 @@ def on_task_retry(sender: Any = None, request: Any = None, reason: Any = None, *
         kind, message = outcomes.error_type(type(exc)), str(exc)
         text = "".join(tb.format_exception(exc))
     outcomes.retrying(
-        tracker.run_id, kind=kind, message=message, traceback=text, when=when,
-        **_outcome_args(tracker),
-    )  # fmt: skip
+        tracker.run_id, _origin(tracker), kind=kind, message=message, traceback=text, when=when
+    )
 
 
 def on_task_failure(
@@ -247,11 +245,11 @@ def on_task_failure(
     exc = exception if exception is not None else RuntimeError("unknown failure")
     outcomes.ended_with_error(
         task_id,
+        _origin(tracker),
         kind=outcomes.error_type(type(exc)),
         message=str(exc),
         traceback=str(getattr(einfo, "traceback", "") or ""),
         cancelled=isinstance(exc, RunCancelled),
-        **_outcome_args(tracker),
     )
 
 
@@ -276,25 +274,33 @@ def on_task_postrun(
 
 
 def _settle_unrecorded(tracker: reporting.Tracker, state: str, retval: Any) -> None:
-    common = _outcome_args(tracker)
+    origin = _origin(tracker)
     requeued = isinstance(retval, Reject) and bool(getattr(retval, "requeue", False))
     if state == states.REJECTED and requeued:
         # Back to its queue: the broker delivers it again, as Celery alone would.
-        submit(tracker.run_id, "store", status=Status.READY, fields={"worker": ""},
-               events=[_state_event(tracker.run_id, reason="requeued")], **common)  # fmt: skip
+        submit(
+            tracker.run_id,
+            "store",
+            status=Status.READY,
+            fields={"worker": ""},
+            events=[_state_event(tracker.run_id, reason="requeued")],
+            attempt=origin.attempt,
+            generation=origin.generation,
+            create=origin.create,
+        )
     elif state == states.REJECTED:
         outcomes.ended_with_error(
-            tracker.run_id, kind=outcomes.error_type(Reject), message=str(retval or ""),
-            reason="rejected", **common,
+            tracker.run_id, origin, kind=outcomes.error_type(Reject), message=str(retval or ""),
+            reason="rejected",
         )  # fmt: skip
     elif state == states.IGNORED:
-        outcomes.succeeded(tracker.run_id, None, reason="ignored", **common)
+        outcomes.succeeded(tracker.run_id, None, origin, reason="ignored")
     elif state == states.SUCCESS:
-        outcomes.succeeded(tracker.run_id, retval, **common)
+        outcomes.succeeded(tracker.run_id, retval, origin)
     elif isinstance(retval, BaseException):
         outcomes.ended_with_error(
-            tracker.run_id, kind=outcomes.error_type(type(retval)), message=str(retval),
-            cancelled=isinstance(retval, RunCancelled), **common,
+            tracker.run_id, origin, kind=outcomes.error_type(type(retval)), message=str(retval),
+            cancelled=isinstance(retval, RunCancelled),
         )  # fmt: skip
 
 
@@ -312,12 +318,11 @@ def on_task_revoked(
     reason = "expired" if expired else ("terminated" if terminated else "revoked")
     outcomes.ended_with_error(
         str(request.id),
+        outcomes.Origin(create={"id": str(request.id)}),
         kind="celery.exceptions.TaskRevokedError",
         message=reason,
         reason=reason,
         cancelled=True,
-        attempt=ANY_ATTEMPT,
-        create={"id": str(request.id)},
     )
 
 
@@ -331,11 +336,10 @@ def on_task_unknown(
 
     outcomes.ended_with_error(
         id,
+        outcomes.Origin(create={"id": id, "task": name, "enqueued_at": stamp(time.time())}),
         kind=outcomes.error_type(NotRegistered),
         message=repr(name),
         reason="not_registered",
-        attempt=ANY_ATTEMPT,
-        create={"id": id, "task": name, "enqueued_at": stamp(time.time())},
     )
 
 

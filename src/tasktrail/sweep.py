@@ -33,7 +33,6 @@ from . import keys, outcomes
 from .conf import settings
 from .connection import get_redis
 from .status import Status
-from .transitions import ANY_ATTEMPT
 
 logger = logging.getLogger("tasktrail")
 
@@ -149,11 +148,11 @@ def _undelivered_amqp(connection: Any, queue: str, run_ids: list[str]) -> list[s
 def _settle(run_id: str, queue: str) -> int:
     applied = outcomes.ended_with_error(
         run_id,
+        outcomes.Origin(),
         kind="tasktrail.exceptions.NeverDelivered",
         message=f"The broker no longer holds this run's message (queue {queue!r}): its "
         "publish failed, or the queue was purged or deleted. Celery will never run it.",
         reason="never_delivered",
-        attempt=ANY_ATTEMPT,
     )
     get_redis().zrem(keys.waiting_set(), run_id)
     if applied is not None:

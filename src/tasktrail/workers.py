@@ -212,11 +212,10 @@ def _fail_lost(run_id: str, hostname: str) -> None:
     )
     outcomes.ended_with_error(
         run_id,
+        outcomes.Origin(create={"id": run_id}),
         kind="tasktrail.exceptions.WorkerLost",
         message=message,
         reason="lost",
-        attempt=ANY_ATTEMPT,
-        create={"id": run_id},
     )
     logger.warning("tasktrail: failed run %s lost with worker %s", run_id, hostname)
 
