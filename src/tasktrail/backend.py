@@ -200,9 +200,3 @@ class TasktrailBackend(_RecordsRuns, RedisBackend):
                             ttl=int(expires or 0)),
         )  # fmt: skip
         return result
-
-
-def records_results(app: Any) -> bool:
-    """Whether ``app``'s result backend records runs (so publishes also reset it)."""
-    backend = getattr(app, "backend", None)
-    return isinstance(backend, TasktrailBackend | RecordingBackendMixin)
