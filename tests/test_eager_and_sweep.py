@@ -115,3 +115,21 @@ def test_a_purged_queue_settles_its_runs_and_a_held_message_is_left_alone() -> N
         assert get_run(later.id).status == Status.READY
     finally:
         _broker().delete(kept_queue)
+
+
+def test_the_sweep_reads_a_broker_with_kombus_global_keyprefix() -> None:
+    """kombu prefixes LLEN but not LRANGE or HSCAN: a held message is still found."""
+    from celery import current_app
+
+    queue = _queue()
+    held = add.apply_async(args=(1, 1), queue=queue)
+    broker = _broker()
+    broker.lpush(f"sweep-pfx:{queue}", broker.lpop(queue) or b"")  # where a prefix puts it
+    options = current_app.conf.broker_transport_options
+    current_app.conf.broker_transport_options = {**options, "global_keyprefix": "sweep-pfx:"}
+    try:
+        assert _sweep_now() == 0
+        assert get_run(held.id).status == Status.READY
+    finally:
+        current_app.conf.broker_transport_options = options
+        broker.delete(f"sweep-pfx:{queue}")

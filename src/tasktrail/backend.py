@@ -179,24 +179,27 @@ class TasktrailBackend(_RecordsRuns, RedisBackend):
             )
         super().__init__(*args, url=redis_url, **kwargs)  # type: ignore[misc]
 
+    def meta_for(
+        self, task_id: Any, result: Any, state: str, traceback: Any = None, request: Any = None
+    ) -> CeleryMeta:
+        """Celery's result meta of this state, as its Redis backend would store it."""
+        meta = self._get_result_meta(  # type: ignore[attr-defined]
+            result=self.encode_result(result, state), state=state, traceback=traceback,
+            request=request,
+        )  # fmt: skip
+        meta["task_id"] = bytes_to_str(task_id)
+        expires: Any = self.expires if state != states.FAILURE else self.failure_expires  # type: ignore[attr-defined]
+        return CeleryMeta(
+            key=bytes_to_str(self.get_key_for_task(task_id)),
+            value=self.encode(meta),
+            ttl=int(expires or 0),
+        )
+
     def _store_result(
         self, task_id: Any, result: Any, state: str, traceback: Any = None,
         request: Any = None, **kwargs: Any,
     ) -> Any:  # fmt: skip
-        meta = self._get_result_meta(  # type: ignore[attr-defined]
-            result=result, state=state, traceback=traceback, request=request
-        )
-        run_id = bytes_to_str(task_id)
-        meta["task_id"] = run_id
-        encoded = self.encode(meta)
-        expires: Any = self.expires if state != states.FAILURE else self.failure_expires  # type: ignore[attr-defined]
-        record(
-            run_id,
-            result,
-            state,
-            traceback,
-            request,
-            meta=CeleryMeta(key=bytes_to_str(self.get_key_for_task(task_id)), value=encoded,
-                            ttl=int(expires or 0)),
-        )  # fmt: skip
+        # ``result`` comes encoded (store_result did it); encoding it again is a no-op.
+        meta = self.meta_for(task_id, result, state, traceback, request)
+        record(bytes_to_str(task_id), result, state, traceback, request, meta=meta)
         return result

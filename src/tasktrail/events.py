@@ -62,6 +62,9 @@ class ResultEvent(TypedDict):
 
 _ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}", re.ASCII)
 _ID_PART_MAX = 2**64 - 1
+# The id of the last word about a finished run whose event log has expired: a client
+# that resumes from it has seen the end (it gets 204, so an EventSource stops).
+END_ID = f"{_ID_PART_MAX}-{_ID_PART_MAX - 1}"
 
 
 def parse_id(event_id: str) -> tuple[int, int]:

@@ -242,3 +242,24 @@ def meta_only(run_id: str, origin: Origin) -> Applied | None:
     """A state the signals already reported (STARTED): only Celery's meta is stored."""
     return _send(run_id, "store", origin, status="", fields={}, events=[], now=time.time(),
                  flags="m")  # fmt: skip
+
+
+def failed_outside_celery(
+    run_id: str, error: Exception, *, reason: str, create: Mapping[str, str] | None = None
+) -> Applied | None:
+    """A run Celery will never settle itself (its worker died after acknowledging it,
+    the broker lost its message): FAILED, and, with tasktrail as the result backend,
+    Celery's result too, so ``AsyncResult.get()`` ends instead of waiting for ever."""
+    from celery import current_app, states
+
+    backend = current_app.backend
+    meta = None
+    if hasattr(backend, "meta_for") and getattr(backend, "records_runs", False):
+        meta = backend.meta_for(run_id, error, states.FAILURE)
+    return ended_with_error(
+        run_id,
+        Origin(meta=meta, create=create),
+        kind=error_type(type(error)),
+        message=str(error),
+        reason=reason,
+    )

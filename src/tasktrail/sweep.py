@@ -32,6 +32,7 @@ from typing import Any
 from . import keys, outcomes
 from .conf import settings
 from .connection import get_redis
+from .exceptions import NeverDelivered
 from .status import Status
 
 logger = logging.getLogger("tasktrail")
@@ -104,6 +105,12 @@ def _default_queue() -> str:
     return str(current_app.conf.task_default_queue)
 
 
+def unprefixed_key(channel: Any, name: str) -> str:
+    """``name`` as stored, for the commands kombu does not prefix itself (``HSCAN``,
+    ``LRANGE``) when its Redis transport has a ``global_keyprefix``."""
+    return str(getattr(channel, "global_keyprefix", "") or "") + name
+
+
 def _held_by_redis(channel: Any, queue: str) -> set[bytes] | None:
     """Ids of the messages the Redis broker holds for ``queue`` or unacknowledged;
     None when there are too many to read this round."""
@@ -111,15 +118,16 @@ def _held_by_redis(channel: Any, queue: str) -> set[bytes] | None:
     held: set[bytes] = set()
     lists = [channel._q_for_pri(queue, priority) for priority in channel.priority_steps]
     for name in dict.fromkeys(lists):
-        if client.llen(name) > MAX_MESSAGES_READ:
+        if client.llen(name) > MAX_MESSAGES_READ:  # LLEN: kombu prefixes it
             return None
         for start in range(0, MAX_MESSAGES_READ, 1000):
-            chunk = client.lrange(name, start, start + 999)
+            chunk = client.lrange(unprefixed_key(channel, name), start, start + 999)
             for message in chunk:
                 held.update(_ID.findall(message))
             if len(chunk) < 1000:
                 break
-    for _, value in client.hscan_iter(channel.unacked_key, count=1000):
+    unacked = unprefixed_key(channel, channel.unacked_key)
+    for _, value in client.hscan_iter(unacked, count=1000):
         held.update(_ID.findall(value))
     return held
 
@@ -146,13 +154,12 @@ def _undelivered_amqp(connection: Any, queue: str, run_ids: list[str]) -> list[s
 
 
 def _settle(run_id: str, queue: str) -> int:
-    applied = outcomes.ended_with_error(
-        run_id,
-        outcomes.Origin(),
-        kind="tasktrail.exceptions.NeverDelivered",
-        message=f"The broker no longer holds this run's message (queue {queue!r}): its "
-        "publish failed, or the queue was purged or deleted. Celery will never run it.",
-        reason="never_delivered",
+    message = (
+        f"The broker no longer holds this run's message (queue {queue!r}): its publish "
+        "failed, or the queue was purged or deleted. Celery will never run it."
+    )
+    applied = outcomes.failed_outside_celery(
+        run_id, NeverDelivered(message), reason="never_delivered"
     )
     get_redis().zrem(keys.waiting_set(), run_id)
     if applied is not None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 from asgiref.sync import sync_to_async
-from django.http import HttpRequest, HttpResponseBase, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from . import actions, ids, keys
@@ -19,7 +19,7 @@ from .access import can_act, can_view, can_view_event, is_staff
 from .authentication import authenticate
 from .conf import settings
 from .connection import get_async_redis
-from .events import Frame, parse_id
+from .events import END_ID, Frame, parse_id
 from .http import accepted, allow, error, not_found, run_urls
 from .models import TaskRun
 from .ownership import subject_label
@@ -81,6 +81,14 @@ def _last_event_id(request: HttpRequest) -> str | HttpResponseBase | None:
     return value
 
 
+async def _newest_event_id(stream: str) -> str | None:
+    try:
+        tail: Any = await get_async_redis().xrevrange(stream, count=1)
+    except redis.RedisError:
+        return None
+    return tail[0][0].decode() if tail else None
+
+
 @allow("GET")
 async def run_events(request: HttpRequest, run_id: str) -> HttpResponseBase:
     run = await _visible_run(request, run_id)
@@ -90,6 +98,17 @@ async def run_events(request: HttpRequest, run_id: str) -> HttpResponseBase:
     if isinstance(last_id, HttpResponseBase):
         return last_id
     stream = keys.run_stream(run_id)
+    if last_id is not None:
+        newest = await _newest_event_id(stream)
+        seen_all = last_id == END_ID or (
+            newest is not None and parse_id(newest) <= parse_id(last_id)
+        )
+        if run.is_finished and seen_all:
+            # Resumed after the end with nothing missed: 204 is how the EventSource
+            # spec tells a client to stop reconnecting.
+            return HttpResponse(status=204)
+        if newest is None or parse_id(newest) < parse_id(last_id):
+            last_id = None  # an id this log never gave: start over from the snapshot
 
     async def opening() -> tuple[list[bytes], str | None, bool]:
         snapshot, last = run, "0-0"
@@ -104,6 +123,8 @@ async def run_events(request: HttpRequest, run_id: str) -> HttpResponseBase:
                 last = tail[0][0].decode()
         except redis.RedisError:
             pass  # the database's view, then the stream ends and the client retries
+        if last == "0-0" and snapshot.is_finished:
+            last = END_ID  # the log has expired: this snapshot is the last word
         body = json.dumps({"kind": "state", **_run_json(snapshot, request)}, separators=(",", ":"))
         frame = f"id: {last}\nevent: state\ndata: {body}\n\n".encode()
         return [frame], last, snapshot.is_finished

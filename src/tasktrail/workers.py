@@ -28,6 +28,7 @@ import redis
 from . import keys, sweep
 from .conf import settings
 from .connection import get_redis
+from .exceptions import WorkerLost
 from .records import to_datetime
 from .status import Status
 from .transitions import ANY_ATTEMPT, apply, stamp
@@ -59,10 +60,17 @@ class WorkerInfo:
     active_runs: tuple[str, ...]
 
 
+def redis_now(client: redis.Redis) -> float:
+    """The Redis server's clock: heartbeats and the lost-worker cutoff are compared on
+    the one clock every host shares, never one host's against another's."""
+    seconds, micros = client.time()
+    return float(seconds) + float(micros) / 1_000_000
+
+
 def list_workers() -> list[WorkerInfo]:
     """Every worker seen recently, online or not, with the runs it is executing."""
     client = get_redis()
-    now = time.time()
+    now = redis_now(client)
     lost_after = float(settings.LOST_AFTER)
     beats: Any = client.zrange(_workers_key(), 0, -1, withscores=True)
     pipe = client.pipeline(transaction=False)
@@ -90,7 +98,7 @@ def list_workers() -> list[WorkerInfo]:
 
 def beat(hostname: str, *, concurrency: int, queues: list[str], started_at: float) -> None:
     client = get_redis()
-    now = time.time()
+    now = redis_now(client)
     pipe = client.pipeline(transaction=False)
     pipe.hset(
         _worker_key(hostname),
@@ -118,7 +126,7 @@ def _rerunnable(task_name: str) -> bool:
 def settle_lost_runs(*, me: str = "") -> int:
     """Settle the runs of workers silent for ``LOST_AFTER`` seconds; return how many."""
     client = get_redis()
-    cutoff = time.time() - float(settings.LOST_AFTER)
+    cutoff = redis_now(client) - float(settings.LOST_AFTER)
     silent: Any = client.zrangebyscore(_workers_key(), "-inf", cutoff)
     settled = 0
     for raw_name in silent:
@@ -176,7 +184,8 @@ def redeliver(run_id: str) -> str | None:
             return "requeued by the broker"
         channel: Any = connection.default_channel
         qos = channel.qos
-        delivery_tag = _unacked_tag(channel.client, qos.unacked_key, run_id)
+        unacked = sweep.unprefixed_key(channel, qos.unacked_key)  # HSCAN: kombu won't prefix
+        delivery_tag = _unacked_tag(channel.client, unacked, run_id)
         if delivery_tag is None:
             return None
         # kombu's own restore (the one its visibility timeout uses): a transaction on
@@ -210,12 +219,8 @@ def _fail_lost(run_id: str, hostname: str) -> None:
         f"Worker {hostname} stopped (no heartbeat for {settings.LOST_AFTER}s) while running "
         "this run; its message was acknowledged, so Celery will not run it again."
     )
-    outcomes.ended_with_error(
-        run_id,
-        outcomes.Origin(create={"id": run_id}),
-        kind="tasktrail.exceptions.WorkerLost",
-        message=message,
-        reason="lost",
+    outcomes.failed_outside_celery(
+        run_id, WorkerLost(message), reason="lost", create={"id": run_id}
     )
     logger.warning("tasktrail: failed run %s lost with worker %s", run_id, hostname)
 

@@ -203,9 +203,13 @@ def test_node_restarted_under_the_same_name_settles_its_lost_runs(workers: Worke
     assert run.status == Status.FAILED
 
 
-def test_requeued_run_goes_back_to_the_queue_it_was_enqueued_on() -> None:
+@pytest.mark.parametrize("keyprefix", ["", "acc-pfx:"])
+def test_requeued_run_goes_back_to_the_queue_it_was_enqueued_on(keyprefix: str) -> None:
     """The settler, in process, on a lost worker as its heartbeats leave it in Redis:
-    the original message goes back to its queue once, and is never copied."""
+    the original message goes back to its queue once, and is never copied; with
+    kombu's ``global_keyprefix`` too (kombu prefixes some commands and not others)."""
+    from celery import current_app
+
     queue = f"{prefix()}-acc-unrouted-{uuid.uuid4().hex[:6]}"
     ghost = f"acc-ghost-{uuid.uuid4().hex[:6]}@acceptance"
     broker = broker_client()
@@ -216,21 +220,27 @@ def test_requeued_run_goes_back_to_the_queue_it_was_enqueued_on() -> None:
     message = json.loads(raw)
     tag = message["properties"]["delivery_tag"]
     info = message["properties"]["delivery_info"]
-    broker.hset("unacked", tag, json.dumps([message, info["exchange"], info["routing_key"]]))
-    broker.zadd("unacked_index", {tag: time.time()})
+    unacked = [message, info["exchange"], info["routing_key"]]
+    broker.hset(f"{keyprefix}unacked", tag, json.dumps(unacked))
+    broker.zadd(f"{keyprefix}unacked_index", {tag: time.time()})
     apply(run.id, "start", attempt=1, status=Status.RUNNING, fields={"worker": ghost})
     redis_client().zadd(f"{prefix()}:workers", {ghost: time.time() - 1000})  # ... and died
     tasktrail = {**settings.TASKTRAIL, "LOST_AFTER": LOST_AFTER}
-    with override_settings(TASKTRAIL=tasktrail):
-        assert settle_lost_runs(me="acc-test@acceptance") == 1
-        assert redeliver(run.id) is None  # a second settler finds nothing to hand back
+    options = current_app.conf.broker_transport_options
+    current_app.conf.broker_transport_options = {**options, "global_keyprefix": keyprefix}
+    try:
+        with override_settings(TASKTRAIL=tasktrail):
+            assert settle_lost_runs(me="acc-test@acceptance") == 1
+            assert redeliver(run.id) is None  # a second settler finds nothing to hand back
+    finally:
+        current_app.conf.broker_transport_options = options
     assert get_run(run.id).status == Status.READY
-    assert broker.llen(queue) == 1, "the message is not back on the run's queue"
-    back = json.loads(broker.lindex(queue, 0))
+    assert broker.llen(f"{keyprefix}{queue}") == 1, "the message is not back on its queue"
+    back = json.loads(broker.lindex(f"{keyprefix}{queue}", 0))
     assert back["headers"]["id"] == run.id
     assert back["body"] == message["body"]  # the original: chain, links and options kept
-    assert not broker.hexists("unacked", tag)
-    broker.delete(queue)
+    assert not broker.hexists(f"{keyprefix}unacked", tag)
+    broker.delete(f"{keyprefix}{queue}")
 
 
 def test_a_lost_run_whose_message_was_acknowledged_is_failed_not_copied() -> None:
@@ -249,3 +259,7 @@ def test_a_lost_run_whose_message_was_acknowledged_is_failed_not_copied() -> Non
     assert lost.status == Status.FAILED
     assert lost.error is not None and lost.error.reason == "lost"
     assert broker.llen(queue) == 0
+    # Celery's own result says so too: AsyncResult.get() ends instead of waiting.
+    from celery.result import AsyncResult
+
+    assert AsyncResult(run.id).state == "FAILURE"
