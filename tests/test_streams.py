@@ -216,3 +216,67 @@ def test_many_streams_opening_at_once_in_a_fresh_process_all_get_live_events(
         for thread in threads:
             thread.join(60)
     assert sorted(endings) == sorted(run.id for run in runs)  # each got its live end
+
+
+def test_resuming_after_the_end_is_a_204_so_an_eventsource_stops(
+    server: str, worker: object
+) -> None:
+    from tasktrail.events import END_ID
+
+    run = enqueue(numbered_feed, 3).wait(timeout=20)
+    url = f"{server}/tasks/{run.id}/events/?token={make_token(run.id)}"
+    with httpx.stream("GET", url, headers={"Last-Event-ID": "0-0"}, timeout=10) as response:
+        events = [e for e in read(response) if isinstance(e, Event)]
+    assert events[-1].data["status"] == "SUCCESSFUL"
+    for last in (events[-1].id, END_ID, "99999999999999-0"):  # the end, or past it
+        answer = httpx.get(url, headers={"Last-Event-ID": last}, timeout=10)
+        assert answer.status_code == 204, (last, answer.text)
+
+
+def test_an_id_this_log_never_gave_starts_a_running_runs_stream_over(
+    server: str, worker: object
+) -> None:
+    run = enqueue(sleepy, 1.5)
+    url = f"{server}/tasks/{run.id}/events/?token={make_token(run.id)}"
+    started = time.monotonic()
+    ahead = {"Last-Event-ID": "99999999999999-0"}
+    with httpx.stream("GET", url, headers=ahead, timeout=20) as response:
+        events = [e for e in read(response) if isinstance(e, Event)]
+    assert time.monotonic() - started < 10  # it ended with the run
+    assert events[0].kind == "state" and "events_url" in events[0].data  # a snapshot
+    assert events[-1].data["status"] == "SUCCESSFUL"
+
+
+@pytest.mark.browser
+def test_chromiums_eventsource_stops_after_the_terminal_state(server: str, worker: object) -> None:
+    """A plain EventSource, no tasktrail.js: it reconnects after the stream closes, is
+    answered 204, and stops (readyState CLOSED) instead of looping for ever."""
+    import os
+
+    from playwright.sync_api import sync_playwright
+
+    run = enqueue(numbered_feed, 5).wait(timeout=20)
+    url = f"/tasks/{run.id}/events/?token={make_token(run.id)}"
+    script = """url => new Promise(done => {
+        const seen = {opens: 0, states: 0};
+        const source = new EventSource(url);
+        source.onopen = () => { seen.opens += 1; };
+        source.addEventListener("state", () => { seen.states += 1; });
+        setTimeout(() => { seen.readyState = source.readyState; source.close(); done(seen); },
+                   7000);
+    })"""
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(
+                executable_path="/usr/bin/chromium", headless=True,
+                args=["--no-sandbox", "--disable-gpu", "--no-first-run"],
+            )  # fmt: skip
+            page = chromium.new_page()
+            page.goto(f"{server}/tasks/{run.id}/?token={make_token(run.id)}")
+            seen = page.evaluate(script, url)
+            chromium.close()
+    finally:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    # The snapshot (terminal), the retry 2 s later answered 204, then nothing more.
+    assert seen == {"opens": 1, "states": 1, "readyState": 2}, seen
