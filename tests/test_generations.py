@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from tasktrail import Status, get_run
+from tasktrail import Status, get_run, keys
 from tasktrail.flusher import flush_all
 from tasktrail.models import TaskRun
 from tasktrail.transitions import apply, stamp, submit
@@ -125,6 +125,25 @@ def test_a_host_whose_clock_is_off_cannot_order_writes(skew: float) -> None:
     apply(
         run_id, "finish", attempt=1, status=Status.SUCCESSFUL, now=time.time() - skew,
         fields={"result": "1", "finished_at": stamp(time.time() - skew)},
+    )  # fmt: skip
+    flush_all()
+    assert TaskRun.objects.get(pk=run_id).status == Status.SUCCESSFUL
+
+
+def test_a_record_rebuilt_by_a_host_whose_clock_is_behind_still_reaches_the_row() -> None:
+    """The hot record is lost (Redis restarted empty) and rebuilt by a worker 5 s
+    behind: its finish must still win over the row the flusher wrote before."""
+    from tests.helpers import client
+
+    run_id = str(uuid.uuid4())
+    _publish(run_id)
+    apply(run_id, "start", attempt=1, status=Status.RUNNING)
+    flush_all()
+    client().delete(f"{keys.prefix()}:run:{run_id}")  # as after an empty restart
+    behind = time.time() - 5
+    apply(
+        run_id, "finish", attempt=1, status=Status.SUCCESSFUL, now=behind,
+        create={"id": run_id}, fields={"result": "1", "finished_at": stamp(behind)},
     )  # fmt: skip
     flush_all()
     assert TaskRun.objects.get(pk=run_id).status == Status.SUCCESSFUL

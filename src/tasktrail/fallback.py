@@ -1,8 +1,9 @@
 """While Redis is unreachable, state changes go straight to the database.
 
 The write is conditional like the Lua script's: a finished run never changes, and a
-signal from an earlier attempt is ignored. The version follows the clock, as in Redis,
-so the flusher never writes an older Redis record over it afterwards. Events are not
+signal from an earlier attempt is ignored. The version only counts up from the row's
+own: no host's clock orders writes, and every record Redis versions afterwards (by its
+own clock, far above these counts) is newer and wins. Events are not
 lost either: ``transitions`` keeps them and replays them when Redis is back.
 """
 
@@ -49,17 +50,16 @@ def write(
         values["status"] = status
     if attempt > 0:
         values["attempts"] = Greatest(F("attempts"), Value(attempt))
-    version = int(now * 1_000_000)
     alias = router.db_for_write(TaskRun)
     try:
         with transaction.atomic(using=alias):
             changing = TaskRun.objects.using(alias).filter(pk=run_id).exclude(status__in=FINISHED)
             if attempt > 0 and op != "start":
                 changing = changing.filter(attempts__lte=attempt)
-            updated = changing.update(**values, version=Greatest(F("version") + 1, Value(version)))
+            updated = changing.update(**values, version=F("version") + 1)
             if not updated and not TaskRun.objects.using(alias).filter(pk=run_id).exists():
                 row = {**partial_row({"id": run_id, **create}), **partial_row(fields)}
-                row.update(status=status or Status.READY, attempts=max(attempt, 0), version=version)
+                row.update(status=status or Status.READY, attempts=max(attempt, 0), version=1)
                 row.setdefault(
                     "enqueued_at", partial_row({"enqueued_at": repr(now)})["enqueued_at"]
                 )
