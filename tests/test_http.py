@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import pytest
 from django.contrib.auth.models import User
@@ -183,7 +183,16 @@ def test_owner_staff_and_token_holders_can_read(owner: User, staff: User) -> Non
     token = make_token(run_id)
     response = as_user(None).get(f"/tasks/{run_id}/", {"token": token})
     assert response.status_code == 200
-    assert f"token={token}" in response.json()["events_url"]
+    assert f"token={quote(token)}" in response.json()["events_url"]  # encoded, never raw
+
+
+def test_a_token_in_the_query_is_never_copied_raw_into_the_urls(owner: User) -> None:
+    """Parameter injection: the caller's ?token= goes into status_url/events_url encoded."""
+    run_id = make_run(owner)
+    token = make_token(run_id)
+    body = as_user(owner).get(f"/tasks/{run_id}/", {"token": f"{token}&admin=1"}).json()
+    assert "&admin=1" not in body["status_url"]
+    assert "%26admin%3D1" in body["status_url"]
 
 
 def test_a_token_reads_but_does_not_act(owner: User) -> None:
