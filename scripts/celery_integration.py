@@ -283,8 +283,13 @@ class Running:
         path = self.workdir / f"progress-{self.name}"
         lines = path.read_text().splitlines() if path.exists() else []
         total = next((line.split()[1] for line in lines if line.startswith("collected ")), "?")
-        failed = sum(1 for line in lines if line.startswith(("failed ", "error ")))
-        done = sum(1 for line in lines if not line.startswith("collected "))
+        last = {}  # nodeid -> its last outcome (a rerun test has two lines)
+        for line in lines:
+            outcome, _, nodeid = line.partition(" ")
+            if outcome != "collected":
+                last[nodeid] = outcome
+        failed = sum(1 for outcome in last.values() if outcome in ("failed", "error"))
+        done = len(last)
         return f"{self.name} {done}/{total}" + (f" ({failed} failed)" if failed else "")
 
 
@@ -305,7 +310,9 @@ def start_pass(
         **env,
         "CELERY_INTEGRATION_OUTCOMES": str(workdir / f"outcomes-{name}.json"),
         "CELERY_INTEGRATION_PROGRESS": str(workdir / f"progress-{name}"),
-        "PYTHONPATH": os.pathsep.join([str(tests), str(SCRIPTS), env.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(tests), str(SCRIPTS), env.get("PYTHONPATH")])
+        ),
     }
     say(f"{name} pass started; log: {workdir / name}.log")
     with (workdir / f"{name}.log").open("wb") as log:

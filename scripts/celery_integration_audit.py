@@ -43,6 +43,7 @@ class Audit:
     unknown: list[Finding] = field(default_factory=list)
     row_disagrees: list[Finding] = field(default_factory=list)
     no_referee_unfinished: list[Finding] = field(default_factory=list)
+    no_referee_finished: Counter[str] = field(default_factory=Counter)
 
     @property
     def failures(self) -> int:
@@ -136,6 +137,9 @@ def run(results_url: str, published: dict[str, str]) -> Audit:
         elif state == "PENDING":
             if status in UNFINISHED:
                 report.no_referee_unfinished.append(finding)
+            else:  # ignore_result, forget(), a message Celery dropped: Celery cannot say
+                reason = run.error.reason if run.error is not None else ""
+                report.no_referee_finished[f"{task} {status} {reason}".strip()] += 1
         elif status != UNFINISHED_STATES.get(state, "RUNNING"):
             report.mismatched.append(finding)  # a retry or a custom state (PROGRESS...)
     return report
@@ -170,3 +174,7 @@ def show(report: Audit) -> None:
             )
         if len(findings) > 25:
             say(f"  ... and {len(findings) - 25} more")
+    finished = report.no_referee_finished
+    say(f"finished while Celery has no state for the id (not judged): {finished.total()}")
+    for what, count in finished.most_common():
+        say(f"  {count:>4}  {what}")
