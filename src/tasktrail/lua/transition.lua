@@ -17,8 +17,9 @@
 -- ARGV[17] generation of the message this write comes from ('' = not known)
 -- ARGV[18] flags: f = a fresh publish (not a retry): a known id starts a new
 --   generation; r = a replacement (Task.replace) continues the run; e = an eager start:
---   a finished run starts a new generation; x = never create a record; d = a new
---   generation also drops Celery's result key; m = store Celery's result meta only
+--   a finished run starts a new generation; x = never create a record; d = KEYS[6] is
+--   tasktrail's to manage (a fresh publish marks a stored state stale); m = store
+--   Celery's result meta only
 -- Returns {event ids, cancel requested (0/1), generation, applied (0/1)}.
 
 local FINISHED = {SUCCESSFUL = true, FAILED = true, CANCELLED = true}
@@ -45,11 +46,15 @@ end
 -- A write from an execution of an earlier publish of this id: that generation is over.
 if exists and from_gen and from_gen < gen then return refused(false) end
 
--- Celery's own result first, by Celery's rule: a stored SUCCESS is never overwritten.
+-- Celery's own result first, by Celery's rule: a stored SUCCESS is never overwritten,
+-- unless it is an earlier generation's (meta_stale): the new execution's store replaces
+-- whatever an earlier publish of the id left, as it would for any other state.
 if ARGV[15] ~= '' then
   local old = redis.call('GET', KEYS[6])
   local ok, meta = pcall(cjson.decode, old or '{}')
-  if not (ok and type(meta) == 'table' and meta['status'] == 'SUCCESS') then
+  local stale = exists and redis.call('HGET', KEYS[1], 'meta_stale') == '1'
+  if stale then redis.call('HDEL', KEYS[1], 'meta_stale') end
+  if stale or not (ok and type(meta) == 'table' and meta['status'] == 'SUCCESS') then
     if tonumber(ARGV[16]) > 0 then
       redis.call('SET', KEYS[6], ARGV[15], 'EX', ARGV[16])
     else
@@ -107,7 +112,6 @@ if new_generation then
   -- on (resume still works); the record and Celery's result start over.
   if cur[3] and cur[3] ~= '' then redis.call('SREM', ARGV[9] .. ':active:' .. cur[3], ARGV[1]) end
   redis.call('DEL', KEYS[1])
-  if flag('d') then redis.call('DEL', KEYS[6]) end
   redis.call('ZREM', ARGV[9] .. ':cancels', ARGV[1])
   gen = gen + 1
   exists = false
@@ -136,6 +140,12 @@ for k, v in pairs(apply) do flat[#flat + 1] = k; flat[#flat + 1] = v end
 if status ~= '' then flat[#flat + 1] = 'status'; flat[#flat + 1] = status end
 if attempt > attempts then flat[#flat + 1] = 'attempts'; flat[#flat + 1] = tostring(attempt) end
 if not exists then flat[#flat + 1] = 'gen'; flat[#flat + 1] = tostring(gen) end
+-- A fresh publish leaves Celery's stored state of an earlier use of the id in place
+-- (AsyncResult reads it until this run stores one, as with Celery alone) but marks it
+-- stale, so this run's first store replaces it even if it says SUCCESS.
+if op == 'publish' and flag('f') and flag('d') and redis.call('EXISTS', KEYS[6]) == 1 then
+  flat[#flat + 1] = 'meta_stale'; flat[#flat + 1] = '1'
+end
 -- Versions order the flusher's writes. They come from the Redis server's clock, the
 -- one clock every host shares, and keep increasing even when Redis restarts empty
 -- and a run's record starts over (the database row keeps the last version).
