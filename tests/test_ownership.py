@@ -29,6 +29,15 @@ def test_a_plain_delay_in_a_view_belongs_to_the_signed_in_user() -> None:
     assert Client().get(f"/tasks/{run_id}/").status_code == 404
 
 
+def test_owned_by_a_subject_inside_a_request_keeps_the_requests_user_as_owner() -> None:
+    user = User.objects.create_user("carol", password="pw")
+    client = Client()
+    client.force_login(user)
+    run_id = client.get("/start-with-delay/", {"queue": NOBODY, "subject": "crawl:1"}).json()["id"]
+    run = get_run(run_id)
+    assert (run.owner_id, run.subject) == (str(user.pk), "crawl:1")
+
+
 def test_an_anonymous_request_publishes_a_run_without_owner() -> None:
     run_id = Client().get("/start-with-delay/", {"queue": NOBODY}).json()["id"]
     assert get_run(run_id).owner_id is None

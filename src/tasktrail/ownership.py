@@ -71,6 +71,9 @@ def owned_by(
 
         with owned_by(user, subject=invoice):
             send_invoice.delay(invoice.pk)
+
+    Without ``owner`` inside a request (``RunOwnerMiddleware``), the request's user stays
+    the owner: ``owned_by(subject=...)`` only names the subject.
     """
     token = _bound.set({**(_bound.get() or {}), **context_of(owner, team, subject)})
     try:
@@ -93,9 +96,14 @@ def current() -> dict[str, str]:
     """The owner context of a publish made here and now: the bound one, else the user
     of the request being handled (read only if it is known without a query in an
     event loop)."""
-    bound = _bound.get()
-    if bound:
+    bound = _bound.get() or {}
+    if "owner" in bound:
         return bound
+    # owned_by(subject=...) inside a request names the subject; the owner stays the user's.
+    return {**_request_owner(), **bound}
+
+
+def _request_owner() -> dict[str, str]:
     request = _request.get()
     if request is None:
         return {}

@@ -9,11 +9,18 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.viewsets import ViewSet
 
+from tasktrail import owned_by
 from tests.testapp.tasks import add
 
 
 def start_with_delay(request: HttpRequest) -> JsonResponse:
-    result = add.apply_async((1, 2), queue=request.GET.get("queue") or None)
+    queue = request.GET.get("queue") or None
+    subject = request.GET.get("subject")
+    if subject:
+        with owned_by(subject=subject):  # names the subject; the owner stays the user's
+            result = add.apply_async((1, 2), queue=queue)
+    else:
+        result = add.apply_async((1, 2), queue=queue)
     return JsonResponse({"id": result.id}, status=202)
 
 

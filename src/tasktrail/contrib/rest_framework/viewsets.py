@@ -47,6 +47,11 @@ class RunActionsMixin:
         """Celery options of the run (``queue``, ``countdown``, ...)."""
         return {}
 
+    def get_run_subject(self, obj: Any) -> Any:
+        """The subject runs on ``obj`` carry: the object itself (``"app.model:pk"``), or
+        a channel label such as ``"crawl:<uuid>"`` if the project's tasks publish there."""
+        return obj
+
     @action(detail=True, methods=["post"])  # type: ignore[untyped-decorator]
     def process(self, request: Any, pk: Any = None) -> Any:
         if self.run_task is None:
@@ -55,7 +60,7 @@ class RunActionsMixin:
         args, kwargs = self.get_run_arguments(obj)
         owner = request.user if getattr(request.user, "is_authenticated", False) else None
         run = enqueue(
-            self.run_task, *args, kwargs=kwargs, owner=owner, subject=obj,
+            self.run_task, *args, kwargs=kwargs, owner=owner, subject=self.get_run_subject(obj),
             **self.get_run_options(obj),
         )  # fmt: skip
         return accepted(run, request)
@@ -65,7 +70,8 @@ class RunActionsMixin:
         from ...models import TaskRun
 
         obj = self.get_object()  # type: ignore[attr-defined]
-        rows = TaskRun.objects.filter(subject=subject_label(obj)).order_by("-enqueued_at", "-id")
+        subject = subject_label(self.get_run_subject(obj))
+        rows = TaskRun.objects.filter(subject=subject).order_by("-enqueued_at", "-id")
         if not getattr(request.user, "is_staff", False):
             rows = rows.filter(owner_id=getattr(request.user, "pk", None))
         found = [Run(**fields_from_model(row)) for row in rows[:RUNS_SHOWN]]
@@ -76,7 +82,8 @@ class RunActionsMixin:
     def cancel_run(self, request: Any, pk: Any = None, run_id: str = "") -> Response:
         obj = self.get_object()  # type: ignore[attr-defined]
         run = find_run(run_id)
-        if run is None or run.subject != subject_label(obj) or not can_view(request.user, run):
+        subject = subject_label(self.get_run_subject(obj))
+        if run is None or run.subject != subject or not can_view(request.user, run):
             raise NotFound("No run with this id.")
         if not can_act(request.user, run):
             raise PermissionDenied("Only the run's owner or staff may do this.")
