@@ -53,7 +53,9 @@ _names: ContextVar[dict[str, str] | None] = ContextVar("tasktrail_result_names",
 def _create(run_id: str, request: Any) -> dict[str, str] | None:
     """Fields of a record this write may create; None for a task tasktrail does not
     track (its id still gets Celery's result, and a record only if it has one)."""
-    name = str(getattr(request, "task", "") or "") if request is not None else ""
+    name = ""
+    if request is not None:  # the shadow names the run, as in the publish receiver
+        name = str(getattr(request, "shadow", None) or getattr(request, "task", "") or "")
     if not name:
         name = (_names.get() or {}).get(run_id, "")
     if not name or not is_tracked(name):

@@ -97,7 +97,8 @@ def on_before_task_publish(
 ) -> None:
     if not headers or "id" not in headers:
         return  # task protocol 1 is not supported; Celery 5 defaults to protocol 2
-    name = str(headers.get("task") or sender or "")
+    # Celery's shadow is "the task name used in logs/monitoring": the run's name too.
+    name = str(headers.get("shadow") or headers.get("task") or sender or "")
     if not is_tracked(name):
         return
     run_id = str(headers["id"])
@@ -154,11 +155,14 @@ def _attempt(task: Any) -> int:
 
 
 def on_task_prerun(task_id: str = "", task: Any = None, **_: Any) -> None:
-    if task is None or not is_tracked(task.name):
+    if task is None:
+        return
+    request = task.request
+    name = str(getattr(request, "shadow", None) or task.name)
+    if not is_tracked(name):
         return
     attempt = _attempt(task)
     now = time.time()
-    request = task.request
     delivery = getattr(request, "delivery_info", None) or {}
     worker = str(getattr(request, "hostname", "") or "")
     eager = bool(getattr(request, "is_eager", False))
@@ -172,7 +176,7 @@ def on_task_prerun(task_id: str = "", task: Any = None, **_: Any) -> None:
         fields=fields,
         create={
             "id": task_id,
-            "task": task.name,
+            "task": name,
             "enqueued_at": stamp(now),
             "started_at": stamp(now),
             "queue": str(delivery.get("routing_key") or ""),
