@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 from django.conf import settings
 
 from tasktrail import keys
-
-T = TypeVar("T")
 
 
 def client() -> redis.Redis:
@@ -25,7 +23,7 @@ def stored_events(run_id: str) -> list[tuple[str, str, dict[str, Any]]]:
     return [(i.decode(), v[b"kind"].decode(), json.loads(v[b"data"])) for i, v in entries]
 
 
-def eventually(probe: Callable[[], T | None], timeout: float = 15.0, every: float = 0.05) -> T:
+def eventually[T](probe: Callable[[], T | None], timeout: float = 15.0, every: float = 0.05) -> T:
     """Poll ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:

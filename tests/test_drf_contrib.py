@@ -78,3 +78,22 @@ def test_process_answers_202_lists_the_objects_runs_and_guards_them(
         refused = client.post(f"/api/documents/{document['id']}/runs/{run_id}/cancel/")
         assert refused.status_code == 404
     assert get_run(run_id).status == Status.SUCCESSFUL
+
+
+def test_the_actions_follow_the_viewsets_lookup_field_and_subject(
+    server: str, worker: object
+) -> None:
+    owner = User.objects.create_user("uuid-owner", password="pw")
+    with httpx.Client(base_url=server, headers=_credentials("token", owner), timeout=10) as client:
+        document = client.post("/api/documents/", json={"title": "by uuid"}).json()
+        base = f"/api/documents-by-uuid/{document['uuid']}"
+        started = client.post(f"{base}/process/")
+        assert started.status_code == 202, started.text
+        run_id = started.json()["id"]
+        finished = _finished(client, started.json()["status_url"])
+        assert finished["subject"] == f"document:{document['uuid']}"
+        flush_all()
+        listed = client.get(f"{base}/runs/")
+        assert listed.status_code == 200, listed.text
+        assert run_id in [run["id"] for run in listed.json()]
+        assert client.post(f"{base}/runs/{run_id}/cancel/").status_code == 409

@@ -6,10 +6,11 @@ from rest_framework.routers import SimpleRouter
 
 from tasktrail.metrics import metrics_view
 from tests.testapp import drf_example
-from tests.testapp.views import ReportViewSet, start_with_delay
+from tests.testapp.views import DocumentByUuidViewSet, ReportViewSet, start_with_delay
 
 router = SimpleRouter()
 router.register("reports", ReportViewSet, basename="report")
+router.register("documents-by-uuid", DocumentByUuidViewSet, basename="document-by-uuid")
 
 urlpatterns = [
     path("admin/", admin.site.urls),

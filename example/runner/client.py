@@ -47,6 +47,15 @@ class Client:
         if response.status_code != 302:
             raise ApiError(f"login as {username} failed: {response.status_code}")
 
+    def token_login(self, username: str, password: str) -> None:
+        """DRF's Token authentication instead of a session: no cookie, no CSRF token."""
+        response = self.http.post(
+            "/api/v2/token/", data={"username": username, "password": password}
+        )
+        if response.status_code != 200:
+            raise ApiError(f"token for {username} failed: {response.status_code}")
+        self.http.headers["Authorization"] = f"Token {response.json()['token']}"
+
     @property
     def csrf(self) -> dict[str, str]:
         return {"X-CSRFToken": self.http.cookies.get("csrftoken", "")}

@@ -201,6 +201,32 @@ def crawl(ctx: Context) -> str:
     return f"feed on {resource['channel'][:14]}...: {', '.join(sorted(levels))}"
 
 
+def drf_crawl(ctx: Context) -> str:
+    """Seed 000 as written: a DRF viewset's perform_create with apply_async(task_id=uuid)."""
+    client = Client(ctx.base_url)
+    client.token_login("demo", "demo")
+    created = client.post(
+        "/api/v2/resources/", {"url": ctx.base_url + "/", "max_pages": 5, "delay": 0.05}
+    )
+    expect(created.status_code == 201, f"create: {created.status_code} {created.text[:200]}")
+    resource = created.json()
+    run = client.wait(resource["status_url"])  # tasktrail's URL, with the Token only
+    expect(run["id"] == resource["uuid"], f"run id {run['id']} is not the uuid")
+    expect(run["status"] == "SUCCESSFUL", f"run ended {run['status']}: {run.get('error')}")
+    expect(run["subject"] == f"crawl:{resource['uuid']}", f"subject {run['subject']}")
+    listed = client.get(f"/api/v2/resources/{resource['uuid']}/runs/")
+    expect(listed.status_code == 200, f"runs/: {listed.status_code} {listed.text[:200]}")
+    ids = [r["id"] for r in listed.json()]
+    expect(ids == [run["id"]], f"runs/ lists {ids}")
+    other = Client(ctx.base_url)
+    other.token_login("other", "other")
+    denied = other.get(resource["status_url"]).status_code
+    expect(denied == 404, f"another user's token reads the run: {denied}")
+    again = client.accepted(client.post(f"/api/v2/resources/{resource['uuid']}/process/"))
+    expect(client.wait(again["status_url"])["status"] == "SUCCESSFUL", "crawl again failed")
+    return "201, run id = uuid; Token owner 200, other 404; process/ 202"
+
+
 # --- payment webhook ---------------------------------------------------------------------
 
 
@@ -441,6 +467,7 @@ CHECKS: list[tuple[str, str, Callable[[Context], str]]] = [
     ("beat schedules", "cleanup + low-stock alert", schedules),
     ("import chain", "import then notification", import_chain),
     ("chunked batch", "1,000 ids, 10 chunks", batch),
+    ("DRF viewset crawl", "apply_async(task_id=uuid), Token auth", drf_crawl),
     ("access, bad input", "404/400/403, never 500", access_and_input),
 ]
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import include, path
 
-from .views import batches, documents, imports, pages, payments, reminders, reports, resources
+from .views import batches, documents, drf, imports, pages, payments, reminders, reports, resources
 
 app_name = "shop"
 
@@ -38,6 +38,9 @@ urlpatterns = [
     path("api/imports/<int:import_id>/", imports.detail, name="api-import"),
     path("api/batches/", batches.start, name="api-batches"),
     path("api/batches/<uuid:batch_uuid>/", batches.detail, name="api-batch"),
+    # The crawl again, the seed's way: a DRF viewset (Token, Basic or session auth)
+    path("api/v2/", include(drf.router.urls)),
+    path("api/v2/token/", drf.token_view, name="api-token"),
     # The payment provider's webhook (signed, CSRF-exempt)
     path("webhooks/payments/", payments.payment_webhook, name="payment-webhook"),
 ]

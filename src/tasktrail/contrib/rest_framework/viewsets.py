@@ -35,7 +35,10 @@ RUNS_SHOWN = 50
 
 
 class RunActionsMixin:
-    """Add to a ``GenericViewSet`` (``ModelViewSet``) whose objects runs work on."""
+    """Add to a ``GenericViewSet`` (``ModelViewSet``) whose objects runs work on.
+
+    The actions take the object's lookup as keywords (``pk``, or the viewset's
+    ``lookup_url_kwarg``/``lookup_field``) and find it with ``get_object()``."""
 
     run_task: Any = None
 
@@ -53,7 +56,7 @@ class RunActionsMixin:
         return obj
 
     @action(detail=True, methods=["post"])  # type: ignore[untyped-decorator]
-    def process(self, request: Any, pk: Any = None) -> Any:
+    def process(self, request: Any, **lookup: Any) -> Any:
         if self.run_task is None:
             raise NotImplementedError(f"{type(self).__name__}.run_task names no Celery task.")
         obj = self.get_object()  # type: ignore[attr-defined]
@@ -66,7 +69,7 @@ class RunActionsMixin:
         return accepted(run, request)
 
     @action(detail=True, methods=["get"])  # type: ignore[untyped-decorator]
-    def runs(self, request: Any, pk: Any = None) -> Response:
+    def runs(self, request: Any, **lookup: Any) -> Response:
         from ...models import TaskRun
 
         obj = self.get_object()  # type: ignore[attr-defined]
@@ -79,7 +82,7 @@ class RunActionsMixin:
         return Response(data)
 
     @action(detail=True, methods=["post"], url_path=r"runs/(?P<run_id>[^/]+)/cancel")  # type: ignore[untyped-decorator]
-    def cancel_run(self, request: Any, pk: Any = None, run_id: str = "") -> Response:
+    def cancel_run(self, request: Any, run_id: str = "", **lookup: Any) -> Response:
         obj = self.get_object()  # type: ignore[attr-defined]
         run = find_run(run_id)
         subject = subject_label(self.get_run_subject(obj))
