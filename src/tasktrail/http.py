@@ -1,18 +1,30 @@
-"""HTTP helpers: JSON errors, method guards, the run's URLs and the 202 response."""
+"""HTTP helpers: the API's one JSON error path, method and query guards, the run's URLs
+and the 202 response."""
 
 from __future__ import annotations
 
 import functools
+import logging
+import unicodedata
 from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlencode
 
+import redis
+from django.core.exceptions import SuspiciousOperation
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
 
 from .records import RunData
 
+logger = logging.getLogger("tasktrail")
+
 View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
+
+MAX_QUERY_VALUE = 1024  # longer than any id (255), cursor (400) or token (512)
+RETRY_AFTER = 5  # seconds a client waits before asking again during an outage
 
 
 def error(status: int, message: str, **extra: Any) -> JsonResponse:
@@ -23,8 +35,59 @@ def not_found() -> JsonResponse:
     return error(404, "No run with this id.")
 
 
+def unavailable(what: str) -> JsonResponse:
+    """503 with ``Retry-After``: a dependency is down, the request itself was fine."""
+    response = error(503, f"{what} is unreachable; try again in a few seconds.")
+    response["Retry-After"] = str(RETRY_AFTER)
+    return response
+
+
+def _has_control_character(text: str) -> bool:
+    return any(unicodedata.category(c) == "Cc" for c in text)
+
+
+def query_problem(request: HttpRequest) -> str | None:
+    """What no endpoint can take in the query string (a control character such as NUL,
+    which PostgreSQL refuses outright, or a value longer than any real one), or None."""
+    for name, values in request.GET.lists():
+        if _has_control_character(name):
+            return "A query parameter name holds a control character."
+        for value in values:
+            if _has_control_character(value):
+                return f"The query parameter {name!r} holds a control character."
+            if len(value) > MAX_QUERY_VALUE:
+                return f"The query parameter {name!r} is longer than {MAX_QUERY_VALUE} characters."
+    return None
+
+
+def json_errors(view: View) -> View:
+    """Whatever escapes an API view is answered in JSON: an outage of Redis or of the
+    database is a 503 with ``Retry-After``, a request Django finds suspicious a 400,
+    anything else a logged 500 (a bug, with its traceback in the log)."""
+
+    @functools.wraps(view)
+    async def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        try:
+            return await view(request, *args, **kwargs)
+        except redis.RedisError as exc:
+            logger.warning("tasktrail: Redis unreachable during %s: %s", request.path, exc)
+            return unavailable("The event store (Redis)")
+        except (OperationalError, InterfaceError) as exc:
+            logger.warning("tasktrail: database unreachable during %s: %s", request.path, exc)
+            return unavailable("The database")
+        except SuspiciousOperation as exc:
+            return error(400, str(exc) or "Bad request.")
+        except Exception:
+            logger.exception("tasktrail: %s %s failed", request.method, request.path)
+            return error(500, "Internal error; it has been logged.")
+
+    return guarded
+
+
 def allow(*methods: str) -> Callable[[View], View]:
-    """Like ``require_http_methods``, but the 405 is JSON like every other error."""
+    """An API view: a JSON 405 with ``Allow`` for other methods (before Django's CSRF
+    check, which would answer in HTML: views that act check CSRF themselves), a JSON
+    400 for an unusable query string, and :func:`json_errors` around the rest."""
 
     def decorate(view: View) -> View:
         @functools.wraps(view)
@@ -35,9 +98,12 @@ def allow(*methods: str) -> Callable[[View], View]:
                 )
                 response["Allow"] = ", ".join(methods)
                 return response
+            if (problem := query_problem(request)) is not None:
+                return error(400, problem)
             return await view(request, *args, **kwargs)
 
-        return guarded
+        exempt: View = csrf_exempt(json_errors(guarded))
+        return exempt
 
     return decorate
 

@@ -45,9 +45,11 @@ class RunIdConverter:
 
     def to_python(self, value: str) -> str:
         try:
-            return from_segment(value)
+            run_id = from_segment(value)
         except ValueError:
             return ""  # not a valid id: the view answers 400, not a bare 404
+        # A NUL or over-long id never reaches a lookup (PostgreSQL refuses NUL outright).
+        return run_id if is_valid(run_id) else ""
 
     def to_url(self, value: str) -> str:
         return to_segment(str(value))

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from django.db.models import Q, QuerySet
 
+from . import ids
 from .models import TaskRun
 
 
@@ -30,7 +31,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         moment = datetime.fromisoformat(stamp)
         if moment.tzinfo is None:
             raise ValueError("the cursor's time has no time zone")
-        return moment.astimezone(UTC), str(run_id)  # OverflowError: out of range in UTC
+        if not isinstance(run_id, str) or not ids.is_valid(run_id):
+            raise ValueError("the cursor's run id is not one tasktrail can hold")
+        return moment.astimezone(UTC), run_id  # OverflowError: out of range in UTC
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
         raise BadCursor(f"malformed cursor: {exc}") from None
 

@@ -20,16 +20,18 @@ from .authentication import authenticate
 from .conf import settings
 from .connection import get_async_redis
 from .events import END_ID, Frame, parse_id
-from .http import accepted, allow, error, not_found, run_urls
+from .http import accepted, allow, error, json_errors, not_found, run_urls, unavailable
 from .models import TaskRun
 from .ownership import subject_label
-from .pagination import BadCursor, page
+from .pagination import BadCursor, decode_cursor, page
 from .records import RunData, decode_hash, fields_from_hash, fields_from_model
 from .runs import Run, afind_run
 from .sse import event_stream, read_tail, sse_response
 from .status import Status
 
 SUBJECT_REPLAY = 500
+MAX_PAGE = 200
+TERMINATE = ("1", "true")  # docs/openapi.yaml's enum
 MALFORMED_ID = (
     f"Malformed run id: expected 1 to {ids.MAX_LENGTH} printable characters "
     f"(escape one holding '/' as '{ids.ESCAPE}' + its URL-safe base64)."
@@ -81,6 +83,16 @@ def _last_event_id(request: HttpRequest) -> str | HttpResponseBase | None:
     return value
 
 
+async def _redis_down() -> HttpResponseBase | None:
+    """A stream needs Redis (its log and its wake-ups): without it, answer a JSON 503
+    before the first byte, rather than a 200 whose body breaks off at once."""
+    try:
+        await get_async_redis().ping()
+    except redis.RedisError:
+        return unavailable("The event store (Redis)")
+    return None
+
+
 async def _newest_event_id(stream: str) -> str | None:
     try:
         tail: Any = await get_async_redis().xrevrange(stream, count=1)
@@ -97,6 +109,8 @@ async def run_events(request: HttpRequest, run_id: str) -> HttpResponseBase:
     last_id = _last_event_id(request)
     if isinstance(last_id, HttpResponseBase):
         return last_id
+    if (down := await _redis_down()) is not None:
+        return down
     stream = keys.run_stream(run_id)
     if last_id is not None:
         newest = await _newest_event_id(stream)
@@ -156,6 +170,8 @@ async def subject_events(request: HttpRequest, subject: str) -> HttpResponseBase
     last_id = _last_event_id(request)
     if isinstance(last_id, HttpResponseBase):
         return last_id
+    if (down := await _redis_down()) is not None:
+        return down
     stream = keys.subject_stream(label)
 
     def visible(frame: Frame) -> bool:
@@ -192,27 +208,41 @@ def _list_page(user: Any, params: dict[str, str]) -> tuple[list[TaskRun], str | 
     return page(queryset, params.get("cursor"), int(params["limit"]))
 
 
+def _list_params(request: HttpRequest) -> dict[str, str] | HttpResponseBase:
+    """The list's query, checked against docs/openapi.yaml before anyone is looked up,
+    so an anonymous caller meets the same rules as a signed-in one."""
+    params = {k: request.GET[k] for k in ("task", "subject", "cursor") if request.GET.get(k)}
+    if "status" in request.GET:  # an empty status is not one of the enum either
+        params["status"] = request.GET["status"]
+        if params["status"] not in Status.values:
+            return error(400, f"Unknown status; use one of {', '.join(Status.values)}.")
+    limit = request.GET.get("limit", str(settings.LIST_PAGE_SIZE))
+    # Three digits at most: int() of thousands of digits is itself an error.
+    if not (limit.isascii() and limit.isdecimal() and len(limit) <= 3) or not (
+        1 <= int(limit) <= MAX_PAGE
+    ):
+        return error(400, f"limit must be a whole number from 1 to {MAX_PAGE}.")
+    params["limit"] = limit
+    if params.get("cursor"):
+        try:
+            decode_cursor(params["cursor"])
+        except BadCursor as exc:
+            return error(400, str(exc))
+    return params
+
+
 @allow("GET", "HEAD")
 async def run_list(request: HttpRequest) -> HttpResponseBase:
     """Runs the user may see, newest first; filters ``status``, ``task``, ``subject``."""
-    params = {
-        k: request.GET[k] for k in ("status", "task", "subject", "cursor") if request.GET.get(k)
-    }
-    if "status" in params and params["status"] not in Status.values:
-        return error(400, f"Unknown status; use one of {', '.join(Status.values)}.")
-    limit = request.GET.get("limit", str(settings.LIST_PAGE_SIZE))
-    if not (limit.isascii() and limit.isdecimal()) or not 1 <= int(limit) <= 200:
-        return error(400, "limit must be a whole number from 1 to 200.")
-    params["limit"] = limit
+    params = _list_params(request)
+    if isinstance(params, HttpResponseBase):
+        return params
     user = await authenticate(request)
     if isinstance(user, HttpResponseBase):
         return user
     if not getattr(user, "is_authenticated", False):
         return JsonResponse({"results": [], "next": None})
-    try:
-        rows, cursor = await sync_to_async(_list_page)(user, params)
-    except BadCursor as exc:
-        return error(400, str(exc))
+    rows, cursor = await sync_to_async(_list_page)(user, params)
     results = [_run_json(Run(**fields_from_model(row)), request) for row in rows]
     following = None
     if cursor:
@@ -236,27 +266,30 @@ async def _actionable(request: HttpRequest, run_id: str) -> tuple[Run, Any] | Ht
     return run, user
 
 
-@csrf_exempt  # checked inside, so that a failure is JSON
-@allow("POST")
+@allow("POST")  # CSRF is checked inside (authenticate), so that a failure is JSON
 async def run_cancel(request: HttpRequest, run_id: str) -> HttpResponseBase:
     """Cancel: a waiting run never starts; a running one is asked to stop
     (``?terminate=1`` also kills its process)."""
+    terminate = request.GET.get("terminate")
+    if terminate is not None and terminate not in TERMINATE:
+        return error(400, f"terminate must be one of {', '.join(TERMINATE)}, or absent.")
     found = await _actionable(request, run_id)
     if isinstance(found, HttpResponseBase):
         return found
     run, user = found
-    terminate = request.GET.get("terminate") in ("1", "true")
     try:
         after = await sync_to_async(actions.cancel)(
-            run.id, actor=user, address=request.META.get("REMOTE_ADDR"), terminate=terminate
+            run.id,
+            actor=user,
+            address=request.META.get("REMOTE_ADDR"),
+            terminate=terminate is not None,
         )
     except actions.ActionRefused as exc:
         return error(409, str(exc), run_status=run.status.value)
     return JsonResponse(_run_json(after, request))
 
 
-@csrf_exempt  # checked inside, so that a failure is JSON
-@allow("POST")
+@allow("POST")  # CSRF is checked inside (authenticate), so that a failure is JSON
 async def run_retry(request: HttpRequest, run_id: str) -> HttpResponseBase:
     """Retry a failed or cancelled run with its original arguments, as a new run."""
     found = await _actionable(request, run_id)
@@ -272,5 +305,7 @@ async def run_retry(request: HttpRequest, run_id: str) -> HttpResponseBase:
     return accepted(new, request, retry_of=run.id)
 
 
+@csrf_exempt  # any method: the answer is this JSON 404, never Django's HTML 403
+@json_errors
 async def not_found_view(request: HttpRequest, rest: str = "") -> HttpResponseBase:
     return error(404, "No such endpoint.")

@@ -33,6 +33,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,11 +47,13 @@ from django.views.decorators.csrf import csrf_exempt
 from kombu.exceptions import OperationalError
 
 from .exceptions import TasktrailError
+from .http import json_errors
 
 logger = logging.getLogger("tasktrail")
 
 DEFAULT_MAX_BODY = 256 * 1024
 DEFAULT_TOLERANCE = 300
+_TIMESTAMP = re.compile(r"-?[0-9]{1,12}")
 
 Secrets = Sequence[str] | Callable[[], Sequence[str]]
 
@@ -109,10 +112,11 @@ def _matches(secrets: Secrets, message: bytes, candidates: Sequence[str], encodi
 
 def check_timestamp(value: str, tolerance: int, now: float | None = None) -> None:
     """Refuse a signed timestamp (epoch seconds) further than ``tolerance`` from now."""
-    try:
-        stamp = int(value)
-    except ValueError:
-        raise bad_signature("The signature timestamp is not a whole number.") from None
+    # ASCII digits, a few of them: int() takes "١٢٣" and 400 digits, and a float of
+    # the latter overflows when compared with the clock.
+    if not _TIMESTAMP.fullmatch(value.strip()):
+        raise bad_signature("The signature timestamp is not a whole number of seconds.")
+    stamp = int(value)
     if abs((time.time() if now is None else now) - stamp) > tolerance:
         raise WebhookRejected(
             400,
@@ -248,7 +252,7 @@ def _payload(request: HttpRequest, body: bytes) -> Any:
         raise WebhookRejected(415, "unsupported_type", "The body must be application/json.")
     try:
         return json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # nested past the stack: not ours
         raise WebhookRejected(400, "bad_json", "The body is not valid JSON.") from None
 
 
@@ -367,4 +371,4 @@ def webhook_view(
 
     view.__name__ = f"{getattr(task, '__name__', 'task')}_webhook"
     view.__qualname__ = view.__name__
-    return csrf_exempt(view)
+    return csrf_exempt(json_errors(view))

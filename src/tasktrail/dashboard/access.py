@@ -7,10 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.views import redirect_to_login
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.template.response import TemplateResponse
 
 from tasktrail.access import is_staff
+from tasktrail.http import query_problem
 
 CHANGE_PERMISSION = "tasktrail.change_taskrun"
 
@@ -30,11 +31,23 @@ def refusal(request: HttpRequest, message: str) -> HttpResponseBase:
     )
 
 
+def bad_query(request: HttpRequest) -> HttpResponseBase | None:
+    """A 400 for a query string no screen can use (a NUL character, say), or None."""
+    problem = query_problem(request)
+    if problem is None:
+        return None
+    return HttpResponse(problem, status=400, content_type="text/plain; charset=utf-8")
+
+
 def staff_required(view: SyncView) -> SyncView:
     @functools.wraps(view)
     def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not is_staff(request.user):
             return refusal(request, "The tasktrail dashboard is for staff only.")
+        if (refused := bad_query(request)) is not None:
+            return refused
+        if kwargs.get("run_id") == "":
+            raise Http404("No such run.")  # the runid converter's answer to a NUL or bad escape
         return view(request, *args, **kwargs)
 
     return guarded
@@ -50,6 +63,10 @@ def change_required(view: SyncView) -> SyncView:
             return refusal(request, "The tasktrail dashboard is for staff only.")
         if request.method != "POST":
             return HttpResponse("Use POST.", status=405, headers={"Allow": "POST"})
+        if (refused := bad_query(request)) is not None:
+            return refused
+        if kwargs.get("run_id") == "":
+            raise Http404("No such run.")
         if not can_change(request.user):
             return refusal(
                 request,

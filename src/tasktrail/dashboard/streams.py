@@ -16,6 +16,7 @@ from tasktrail import keys
 from tasktrail.access import is_staff
 from tasktrail.conf import settings
 from tasktrail.events import parse_id
+from tasktrail.http import query_problem
 from tasktrail.runs import afind_run
 from tasktrail.sse import event_stream, sse_response
 
@@ -42,6 +43,8 @@ async def firehose(request: HttpRequest) -> HttpResponseBase:
     """Every run's events as they happen (the runs screen updates its rows from it)."""
     if not await _staff(request):
         return _refused(403, "Staff only.")
+    if (problem := query_problem(request)) is not None:
+        return _refused(400, problem)
     try:
         last_id = _last_event_id(request)
     except ValueError:
@@ -63,11 +66,13 @@ async def run_events(request: HttpRequest, run_id: str) -> HttpResponseBase:
     """One run's events: a ``state`` snapshot first (unless resuming), then live."""
     if not await _staff(request):
         return _refused(403, "Staff only.")
+    if (problem := query_problem(request)) is not None:
+        return _refused(400, problem)
     try:
         last_id = _last_event_id(request)
     except ValueError:
         return _refused(400, "Malformed Last-Event-ID.")
-    run = await afind_run(run_id[:255])
+    run = await afind_run(run_id) if run_id else None  # "": the runid converter refused it
     if run is None:
         return _refused(404, "No such run.")
     stream = keys.run_stream(run.id)

@@ -124,7 +124,7 @@ def _timeline(run_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], 
 
 @staff_required
 def run_detail(request: HttpRequest, run_id: str) -> HttpResponseBase:
-    run = find_run(run_id[:255])
+    run = find_run(run_id)
     if run is None:
         raise Http404("No such run.")
     try:
