@@ -168,7 +168,9 @@ def test_stats() -> None:
 def test_healthcheck_all_up() -> None:
     text = run_cli("healthcheck")
     lines = text.splitlines()
-    assert [line.split()[0] for line in lines] == ["database", "redis", "broker", "workers"]
+    assert [line.split()[0] for line in lines] == [
+        "database", "migrations", "redis", "broker", "workers"
+    ]  # fmt: skip
     assert all(line.split()[1] == "ok" for line in lines)
 
 

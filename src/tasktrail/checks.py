@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from django.apps import apps
 from django.conf import settings as django_settings
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern, URLResolver
+from django.urls.resolvers import RegexPattern
 
 from .conf import SETTINGS
+
+MIGRATE_HINT = "Run `python manage.py migrate`."
 
 
 def register() -> None:
     checks.register(check_settings, "tasktrail")
     checks.register(check_serializers, "tasktrail")
     checks.register(check_result_backend, "tasktrail")
+    checks.register(check_migrations, "tasktrail")
+    checks.register(check_metrics, "tasktrail", checks.Tags.urls)
 
 
 def check_installed(**_: Any) -> list[checks.CheckMessage]:
@@ -28,6 +40,130 @@ def check_installed(**_: Any) -> list[checks.CheckMessage]:
             id="tasktrail.E001",
         )
     ]
+
+
+class _NotInstalledPattern(URLPattern):
+    """The URLs of an app that is not installed: Django's URL check asks every pattern
+    for its messages, and this one answers E001. (A check registered while the URLconf
+    is imported would never run: ``check`` lists its checks before it imports URLs, and
+    ``ready()`` never runs for an app missing from INSTALLED_APPS.)"""
+
+    def check(self) -> list[checks.CheckMessage]:
+        return check_installed()
+
+
+def _not_installed(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    raise ImproperlyConfigured("tasktrail's URLs are included; add 'tasktrail' to INSTALLED_APPS.")
+
+
+def not_installed_urlpatterns() -> list[URLPattern]:
+    """What tasktrail's URL modules hold when the app is not installed (their views
+    would fail on the models at import)."""
+    return [_NotInstalledPattern(RegexPattern(r"^", is_endpoint=False), _not_installed)]
+
+
+def unapplied_migrations() -> list[str]:
+    """tasktrail's migrations the database has not applied (its own names)."""
+    from django.db import connections, router
+    from django.db.migrations.recorder import MigrationRecorder
+
+    from .models import TaskRun
+
+    connection = connections[router.db_for_write(TaskRun)]
+    package = importlib.import_module("tasktrail.migrations")
+    on_disk = sorted(
+        name for _, name, _ in pkgutil.iter_modules(package.__path__) if not name.startswith("_")
+    )
+    recorder = MigrationRecorder(connection)
+    applied = {n for app, n in recorder.applied_migrations() if app == "tasktrail"}
+    return [name for name in on_disk if name not in applied]
+
+
+def describe_unapplied(names: list[str]) -> str:
+    return f"{len(names)} tasktrail migration(s) not applied ({', '.join(names)})"
+
+
+def check_migrations(**_: Any) -> list[checks.CheckMessage]:
+    """Unapplied migrations: the flusher can never write a record (issue 11, item 5).
+    A warning, not an error: ``migrate`` itself runs the checks first."""
+    from django.db import DatabaseError, connections, router
+
+    from .models import TaskRun
+
+    connection = connections[router.db_for_write(TaskRun)]
+    name = connection.settings_dict.get("NAME")
+    if connection.vendor == "sqlite" and str(name) != ":memory:" and not Path(str(name)).exists():
+        problem = f"The database {name} does not exist yet"  # not created to say so
+    else:
+        try:
+            missing = unapplied_migrations()
+        except DatabaseError:
+            return []  # unreachable: the healthcheck's business, not configuration
+        if not missing:
+            return []
+        problem = describe_unapplied(missing)
+    return [
+        checks.Warning(
+            f"{problem}: runs pile up in Redis and never reach the database.",
+            hint=MIGRATE_HINT,
+            id="tasktrail.W003",
+        )
+    ]
+
+
+def _views(patterns: list[Any]) -> Iterator[Callable[..., Any]]:
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            yield from _views(pattern.url_patterns)
+        elif isinstance(pattern, URLPattern):
+            view: Any = pattern.callback
+            while view is not None:
+                yield view
+                view = getattr(view, "__wrapped__", None)
+
+
+def _metrics_mounted() -> bool:
+    from django.urls import get_resolver
+
+    from .metrics import metrics_view
+
+    try:
+        return any(view is metrics_view for view in _views(get_resolver().url_patterns))
+    except Exception:  # a broken URLconf: Django's own URL check reports it
+        return False
+
+
+def check_metrics(**_: Any) -> list[checks.CheckMessage]:
+    """``/metrics`` mounted: its extra must be installed, and it must not be open to
+    anyone in production."""
+    from .conf import settings
+    from .metrics import INSTALL
+
+    if not _metrics_mounted():
+        return []
+    messages: list[checks.CheckMessage] = []
+    try:
+        importlib.import_module("prometheus_client")
+    except ImportError:
+        messages.append(
+            checks.Error(
+                "tasktrail.metrics.metrics_view is mounted but prometheus-client is not "
+                "installed: every scrape would fail.",
+                hint=INSTALL,
+                id="tasktrail.E006",
+            )
+        )
+    if not settings.METRICS_TOKEN and not django_settings.DEBUG:
+        messages.append(
+            checks.Warning(
+                "tasktrail's /metrics is open to anonymous callers (no METRICS_TOKEN): task "
+                "names, queues and worker host names are public.",
+                hint="Set TASKTRAIL['METRICS_TOKEN'] and scrape with "
+                "'Authorization: Bearer <token>'.",
+                id="tasktrail.W004",
+            )
+        )
+    return messages
 
 
 def check_settings(**_: Any) -> list[checks.CheckMessage]:

@@ -276,7 +276,7 @@ def _upsert_each(rows: list[dict[str, Any]]) -> None:
             written += 1
         except DatabaseError as refusal:
             refused.append((row, refusal))
-    if refused and not written and len(rows) > 1:
+    if refused and not written and not _database_writable():
         raise refused[0][1]  # nothing could be written: an outage, not a bad row
     for row, error in refused:
         note = {"unstorable": f"{type(error).__name__}: {str(error)[:200]}"}
@@ -286,6 +286,17 @@ def _upsert_each(rows: list[dict[str, Any]]) -> None:
             logger.error("tasktrail: run %s written without its JSON values: %s", row["id"], error)
         except DatabaseError:
             logger.exception("tasktrail: run %s could not be written to the database", row["id"])
+
+
+def _database_writable() -> bool:
+    """Whether the database could take a good row: it answers and holds every
+    tasktrail migration. Tells one bad row from an outage when a batch of one fails."""
+    from .checks import unapplied_migrations
+
+    try:
+        return not unapplied_migrations()
+    except DatabaseError:
+        return False
 
 
 def flush_all(limit: int | None = None, timeout: float = 10.0) -> int:
@@ -311,8 +322,10 @@ class Flusher(threading.Thread):
                 close_old_connections()
                 while flush_once() >= int(settings.FLUSH_BATCH_SIZE):
                     pass
-            except Exception:
-                logger.exception("tasktrail: flush failed; retrying in the next round")
+            except Exception as exc:
+                logger.exception(
+                    "tasktrail: flush failed%s; retrying in the next round", _cause(exc)
+                )
             self.stopping.wait(float(settings.FLUSH_INTERVAL))
         try:
             flush_all()
@@ -320,6 +333,19 @@ class Flusher(threading.Thread):
             logger.exception("tasktrail: final flush failed; the runs stay due in Redis")
         finally:
             connections.close_all()
+
+
+def _cause(exc: Exception) -> str:
+    """Why a flush failed, when the fix is known: unapplied migrations (issue 11, item 5)."""
+    from .checks import MIGRATE_HINT, describe_unapplied, unapplied_migrations
+
+    if not isinstance(exc, DatabaseError):
+        return ""
+    try:
+        missing = unapplied_migrations()
+    except DatabaseError:
+        return ""
+    return f": {describe_unapplied(missing)}; {MIGRATE_HINT}" if missing else ""
 
 
 _flusher: Flusher | None = None

@@ -2,29 +2,34 @@
 
 from __future__ import annotations
 
-from django.urls import path
+from django.apps import apps
+from django.urls import URLPattern, path
 
+from ..checks import not_installed_urlpatterns
 from ..ids import register_converter
-from . import actions, assets, schedules, streams, views
 
-register_converter()
 app_name = "tasktrail-dashboard"
+urlpatterns: list[URLPattern] = not_installed_urlpatterns()
 
-urlpatterns = [
-    path("", views.overview, name="overview"),
-    path("assets/<str:name>", assets.asset, name="asset"),
-    path("runs/", views.runs, name="runs"),
-    path("runs/events/", streams.firehose, name="firehose"),
-    path("runs/<runid:run_id>/", views.run_detail, name="run"),
-    path("runs/<runid:run_id>/events/", streams.run_events, name="run-events"),
-    path("runs/<runid:run_id>/retry/", actions.retry_run, name="retry"),
-    path("runs/<runid:run_id>/cancel/", actions.cancel_run, name="cancel"),
-    path("failures/", views.failures, name="failures"),
-    path("bulk/<str:action>/", actions.bulk_confirm, name="bulk-confirm"),
-    path("bulk/<str:action>/apply/", actions.bulk_apply, name="bulk-apply"),
-    path("workers/", views.workers, name="workers"),
-    path("queues/", views.queues, name="queues"),
-    path("schedules/", schedules.schedules, name="schedules"),
-    path("schedules/run-now/", schedules.run_now, name="schedule-run-now"),
-    path("schedules/toggle/", schedules.toggle, name="schedule-toggle"),
-]
+if apps.is_installed("tasktrail"):  # else the views would fail on the models at import
+    from . import actions, assets, schedules, streams, views
+
+    register_converter()
+    urlpatterns = [
+        path("", views.overview, name="overview"),
+        path("assets/<str:name>", assets.asset, name="asset"),
+        path("runs/", views.runs, name="runs"),
+        path("runs/events/", streams.firehose, name="firehose"),
+        path("runs/<runid:run_id>/", views.run_detail, name="run"),
+        path("runs/<runid:run_id>/events/", streams.run_events, name="run-events"),
+        path("runs/<runid:run_id>/retry/", actions.retry_run, name="retry"),
+        path("runs/<runid:run_id>/cancel/", actions.cancel_run, name="cancel"),
+        path("failures/", views.failures, name="failures"),
+        path("bulk/<str:action>/", actions.bulk_confirm, name="bulk-confirm"),
+        path("bulk/<str:action>/apply/", actions.bulk_apply, name="bulk-apply"),
+        path("workers/", views.workers, name="workers"),
+        path("queues/", views.queues, name="queues"),
+        path("schedules/", schedules.schedules, name="schedules"),
+        path("schedules/run-now/", schedules.run_now, name="schedule-run-now"),
+        path("schedules/toggle/", schedules.toggle, name="schedule-toggle"),
+    ]

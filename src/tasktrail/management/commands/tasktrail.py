@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from tasktrail import actions, operations, retention, stats
+from tasktrail import actions, checks, operations, retention, stats
 from tasktrail.exceptions import RunNotFound
 from tasktrail.redaction import redact
 from tasktrail.runs import Run, get_run
@@ -249,9 +249,22 @@ class Command(BaseCommand):
             )
 
     def do_healthcheck(self, options: dict[str, Any]) -> None:
-        checks = operations.healthcheck()
-        for check in checks:
+        results = operations.healthcheck()
+        if results[0].ok:  # the database answers: does it hold tasktrail's tables?
+            results.insert(1, _migrations())
+        for check in results:
             self.stdout.write(check.line())
-        down = [c.name for c in checks if not c.ok]
+        down = [c.name for c in results if not c.ok]
         if down:
             raise CommandError(f"down: {', '.join(down)}", returncode=1)
+
+
+def _migrations() -> operations.Check:
+    try:
+        missing = checks.unapplied_migrations()
+    except Exception as exc:
+        return operations.Check(name="migrations", ok=False, detail=f"{type(exc).__name__}: {exc}")
+    if missing:
+        detail = f"{checks.describe_unapplied(missing)}: {checks.MIGRATE_HINT}"
+        return operations.Check(name="migrations", ok=False, detail=detail)
+    return operations.Check(name="migrations", ok=True, detail="all applied")
