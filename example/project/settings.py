@@ -118,6 +118,8 @@ TASKTRAIL = {
     "KEY_PREFIX": os.environ.get("EXAMPLE_KEY_PREFIX", "tasktrail-example"),
     "KEEPALIVE_INTERVAL": 5,  # seed 000: a heartbeat every 5 s
     "FLUSH_INTERVAL": 0.5,
+    # Prometheus scrapes with this token; staff sessions read /metrics without it.
+    "METRICS_TOKEN": os.environ.get("EXAMPLE_METRICS_TOKEN", "example-metrics-not-secret"),
 }
 
 CELERY_BROKER_URL = os.environ.get("BROKER_URL") or REDIS_URL

@@ -88,6 +88,8 @@ class Config:
 
         return {
             "web": self.base_url,
+            "dashboard": f"{self.base_url}/ops/ (staff: demo / demo)",
+            "metrics": f"{self.base_url}/metrics",
             "database": hide(self.database_url) or f"sqlite {self.data_dir / 'db.sqlite3'}",
             "redis": self.redis_url + (" (private valkey)" if self.private_redis else ""),
             "broker": hide(self.broker_url) or self.redis_url,

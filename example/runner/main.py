@@ -165,7 +165,8 @@ def _demo(config: Config, console: Console) -> None:
     client.login(*DEMO_USER)
     tracked = submit_all(client)
     footer = Panel(
-        f"Open [bold]{config.base_url}/[/] and log in as [bold]demo[/] / [bold]demo[/].\n"
+        f"Open [bold]{config.base_url}/[/] and log in as [bold]demo[/] / [bold]demo[/]; "
+        f"the staff dashboard is [bold]{config.base_url}/ops/[/].\n"
         f"Logs: {config.data_dir}/{{web,worker,beat}}.log.  Ctrl-C stops everything.",
         title="tasktrail example is running",
     )

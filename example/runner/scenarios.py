@@ -425,6 +425,23 @@ def batch(ctx: Context) -> str:
 # --- access and bad input ----------------------------------------------------------------
 
 
+def dashboard(ctx: Context) -> str:
+    """The staff dashboard and /metrics are mounted; others are kept out."""
+    staff = ctx.client()
+    for page in ("/ops/", "/ops/runs/", "/ops/failures/", "/ops/workers/", "/ops/queues/"):
+        answer = staff.get(page)
+        expect(answer.status_code == 200, f"staff {page}: {answer.status_code}")
+    expect("online" in staff.get("/ops/workers/").text, "no worker online on /ops/workers/")
+    outsider = ctx.client("other").get("/ops/").status_code
+    expect(outsider in (302, 403, 404), f"a non-staff user on /ops/: {outsider}")
+    metrics = staff.get("/metrics")
+    expect(metrics.status_code == 200, f"staff /metrics: {metrics.status_code}")
+    expect("tasktrail_runs" in metrics.text, "no tasktrail_ families in /metrics")
+    anonymous = httpx.get(ctx.base_url + "/metrics").status_code
+    expect(anonymous == 401, f"anonymous /metrics: {anonymous}")
+    return f"5 screens 200 for staff, non-staff {outsider}, /metrics staff 200 / anonymous 401"
+
+
 def access_and_input(ctx: Context) -> str:
     client = ctx.client()
     body = _started(
@@ -468,6 +485,7 @@ CHECKS: list[tuple[str, str, Callable[[Context], str]]] = [
     ("import chain", "import then notification", import_chain),
     ("chunked batch", "1,000 ids, 10 chunks", batch),
     ("DRF viewset crawl", "apply_async(task_id=uuid), Token auth", drf_crawl),
+    ("dashboard, metrics", "staff only, mounted by command 1", dashboard),
     ("access, bad input", "404/400/403, never 500", access_and_input),
 ]
 
