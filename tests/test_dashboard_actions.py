@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -66,6 +67,12 @@ def test_bulk_cancel_by_filter(admin_client: Client) -> None:
     admin_client.post(f"/ops/runs/{other.id}/cancel/")
 
 
+def _rows_of(runs: list[Any]) -> list[tuple[str, str, Any]]:
+    """What the database holds for ``runs``: the failure message says it when it fails."""
+    rows = TaskRun.objects.filter(pk__in=[r.id for r in runs])
+    return [(row.pk, row.status, row.enqueued_at) for row in rows]
+
+
 @pytest.mark.xfail(
     os.environ.get("TASKTRAIL_TEST_DB") == "postgres",
     reason="fails in the full PostgreSQL pass only (passes alone and on SQLite); the "
@@ -83,9 +90,10 @@ def test_bulk_retry_skips_runs_already_retried(admin_client: Client) -> None:
     TaskRun.objects.filter(pk__in=[r.id for r in runs]).update(status="FAILED")
     query = {"task": "tests.testapp.tasks.sleepy", "since": "1h", "search": marker.rstrip("0")}
     first = admin_client.post("/ops/bulk/retry/apply/", query, follow=True)
-    assert "Retried 2 runs" in first.content.decode()
+    said = [str(m) for m in first.context["messages"]] if first.context else []
+    assert "Retried 2 runs." in said, (first.redirect_chain, said, _rows_of(runs))
     again = admin_client.post("/ops/bulk/retry/apply/", query, follow=True)
-    assert "Retried 0 runs" in again.content.decode()
-    assert "2 skipped (already retried)" in again.content.decode()
+    said = [str(m) for m in again.context["messages"]] if again.context else []
+    assert "Retried 0 runs; 2 skipped (already retried)." in said, (said, _rows_of(runs))
     for entry in AuditEntry.objects.filter(action="retry"):
         admin_client.post(f"/ops/runs/{entry.detail['new_run']}/cancel/")
