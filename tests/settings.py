@@ -100,6 +100,15 @@ TASKTRAIL = {
     "UNDELIVERED_AFTER": 20,
 }
 
+# Django 6's django.tasks on Celery (tests/test_django_tasks.py); Django 5.2 ignores it.
+TASKS = {
+    "default": {
+        "BACKEND": "tasktrail.contrib.django_tasks.CeleryBackend",
+        "QUEUES": ["default", "reports"],
+        "OPTIONS": {"CELERY_QUEUES": {"reports": f"{KEY_PREFIX}-reports"}},
+    }
+}
+
 CELERY_BROKER_URL = os.environ.get("TASKTRAIL_TEST_BROKER", "redis://127.0.0.1:6379/8")
 # tasktrail is the result backend; a control run may name Celery's own instead.
 CELERY_RESULT_BACKEND = os.environ.get(

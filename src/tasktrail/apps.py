@@ -14,3 +14,20 @@ class TasktrailConfig(AppConfig):
         checks.register()
         receivers.connect()
         retention.connect()  # the periodic prune, added to celery beat
+        _load_django_tasks_backend()
+
+
+def _load_django_tasks_backend() -> None:
+    """Register the Celery task that runs ``django.tasks`` functions, in every process
+    that loads Django (the worker above all), when ``TASKS`` uses tasktrail's backend."""
+    import django
+    from django.conf import settings
+
+    backends = getattr(settings, "TASKS", None) or {}
+    if django.VERSION >= (6, 0) and any(
+        str(params.get("BACKEND", "")).startswith("tasktrail.contrib.django_tasks.")
+        for params in backends.values()
+    ):
+        from importlib import import_module
+
+        import_module("tasktrail.contrib.django_tasks.execution")

@@ -1,0 +1,99 @@
+"""The one Celery task that runs every ``django.tasks`` function on a worker.
+
+One registered task (``tasktrail.django_task``) imports the function by its module path
+and calls it, so a worker runs any ``@task`` without knowing it in advance (Celery only
+accepts names registered at start, and ``django.tasks`` keeps no registry). The message
+carries the function's own arguments, and Celery's ``shadow`` (its "name for logs and
+monitoring") is the module path, so the run, the dashboard and Celery's own logs name
+the user's function, not this trampoline.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import replace
+from typing import Any
+
+from celery import shared_task
+from celery.exceptions import Retry
+from django.tasks import task_backends
+from django.tasks.base import Task, TaskContext, TaskError, TaskResult, TaskResultStatus
+from django.tasks.signals import task_finished, task_started
+from django.utils import timezone
+from django.utils.json import normalize_json
+
+from ...records import Progress, RunData, to_datetime
+from ...runs import find_run
+from ...status import Status
+from .results import task_at, task_result
+
+TASK_NAME = "tasktrail.django_task"
+# The alias of the backend that enqueued the run (Celery drops custom headers on a
+# retry; the function's declared backend answers then).
+BACKEND_HEADER = "tasktrail_django_backend"
+
+
+def _attempt_result(
+    request: Any, task: Task[..., Any], args: Any, kwargs: Any
+) -> TaskResult[..., Any]:
+    """The run as this attempt sees it: the record the start receiver just wrote, with
+    the attempt number and worker from Celery's request (so it holds without Redis)."""
+    run_id = str(request.id)
+    recorded = find_run(run_id)
+    now = to_datetime(str(time.time()))
+    base = recorded or RunData(
+        id=run_id, task=task.module_path, status=Status.RUNNING, progress=Progress(),
+        started_at=now, last_attempted_at=now,
+    )  # fmt: skip
+    run = replace(
+        base,
+        status=Status.RUNNING,
+        attempts=int(request.retries or 0) + 1,
+        worker=str(request.hostname or ""),
+        args=list(args),
+        kwargs=dict(kwargs),
+    )
+    return task_result(task, run, task.backend)
+
+
+def _finished(
+    result: TaskResult[..., Any], status: TaskResultStatus, errors: list[TaskError]
+) -> TaskResult[..., Any]:
+    return replace(result, status=status, finished_at=timezone.now(), errors=errors)
+
+
+@shared_task(bind=True, name=TASK_NAME, acks_late=True)
+def run_django_task(self: Any, *args: Any, **kwargs: Any) -> Any:
+    request = self.request
+    path = str(request.shadow or "")
+    try:
+        declared = task_at(path)
+    except LookupError:
+        raise LookupError(f"{path!r} names no django.tasks task on this worker.") from None
+    alias = str(getattr(request, BACKEND_HEADER, "") or declared.backend)
+    task = declared if declared.backend == alias else declared.using(backend=alias)
+    sender = type(task_backends[alias])
+    result = _attempt_result(request, task, args, kwargs)
+    task_started.send(sender=sender, task_result=result)
+    try:
+        if task.takes_context:
+            value = task.call(TaskContext(task_result=result), *args, **kwargs)
+        else:
+            value = task.call(*args, **kwargs)
+        value = normalize_json(value)
+    except Retry:
+        raise  # Celery schedules another attempt: the task has not finished
+    except Exception as exc:
+        kind = type(exc)
+        error = TaskError(
+            exception_class_path=f"{kind.__module__}.{kind.__qualname__}",
+            traceback="".join(traceback.format_exception(exc)),
+        )
+        failed = _finished(result, TaskResultStatus.FAILED, [*result.errors, error])
+        task_finished.send(sender=sender, task_result=failed)
+        raise
+    succeeded = _finished(result, TaskResultStatus.SUCCESSFUL, [])
+    object.__setattr__(succeeded, "_return_value", value)
+    task_finished.send(sender=sender, task_result=succeeded)
+    return value
