@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import redis
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponseBase
 from django.shortcuts import redirect
@@ -16,18 +18,25 @@ from tasktrail import stats
 from tasktrail.conf import settings
 from tasktrail.connection import get_redis
 from tasktrail.events import parse_id
+from tasktrail.flusher import flush_error
 from tasktrail.models import AuditEntry, TaskRun
 from tasktrail.operations import BadFilter, RunFilter
 from tasktrail.pagination import BadCursor, page
 from tasktrail.redaction import redact
 from tasktrail.runs import find_run
 from tasktrail.status import FINISHED, Status
-from tasktrail.workers import list_workers
+from tasktrail.workers import WorkerInfo, list_workers
 
 from . import charts
 from .access import can_change, staff_required
 
+logger = logging.getLogger("tasktrail")
+
 TIMELINE_EVENTS = 300
+REDIS_DOWN = (
+    "Redis is unreachable: workers, consumers and live events are unknown for now; "
+    "runs and counts come from the database."
+)
 FAMILY_SIZE = 50
 
 
@@ -39,16 +48,27 @@ def _render(
     return TemplateResponse(request, f"tasktrail/dashboard/{template}", context, status=status)
 
 
+def _workers() -> tuple[list[WorkerInfo], dict[str, str]]:
+    """The workers Redis knows of, or none and an ``error`` for the page's banner: the
+    rest of a screen comes from the database and still shows while Redis is down."""
+    try:
+        return list_workers(), {}
+    except redis.RedisError as exc:
+        logger.warning("tasktrail: dashboard without Redis: %s", exc)
+        return [], {"error": REDIS_DOWN}
+
+
 @staff_required
 def overview(request: HttpRequest) -> HttpResponseBase:
     now = timezone.now()
     hour = stats.throughput(timedelta(hours=1), "minute", now)
     day = stats.throughput(timedelta(days=1), "hour", now)
-    workers = list_workers()
+    workers, down = _workers()
     return _render(
         request,
         "overview.html",
         {
+            **down,
             "section": "overview",
             "counts": stats.status_counts(now - timedelta(days=1)),
             "hour_chart": charts.bar_chart("Last hour, per minute", hour, "%H:%M"),
@@ -152,23 +172,22 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponseBase:
             "audit": AuditEntry.objects.filter(run_id=run.id)[:20],
             "finished": run.status in FINISHED,
             "retryable": run.status in (Status.FAILED, Status.CANCELLED),
+            "flush_error": flush_error(run.id),
         },
     )
 
 
 @staff_required
 def workers(request: HttpRequest) -> HttpResponseBase:
-    found = list_workers()
-    return _render(
-        request,
-        "workers.html",
-        {"section": "workers", "workers": sorted(found, key=lambda w: (not w.online, w.hostname))},
-    )
+    found, down = _workers()
+    ordered = sorted(found, key=lambda w: (not w.online, w.hostname))
+    return _render(request, "workers.html", {**down, "section": "workers", "workers": ordered})
 
 
 @staff_required
 def queues(request: HttpRequest) -> HttpResponseBase:
     now = timezone.now()
-    found = stats.queue_overview(list_workers())
+    workers, down = _workers()
+    found = stats.queue_overview(workers)
     rows = [{"queue": q, "age": q.oldest_age(now)} for q in found]
-    return _render(request, "queues.html", {"section": "queues", "queues": rows})
+    return _render(request, "queues.html", {**down, "section": "queues", "queues": rows})
