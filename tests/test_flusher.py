@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from datetime import UTC, datetime
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from tasktrail import Status, keys
-from tasktrail.flusher import _row, flush_all, upsert
+from tasktrail.flusher import _row, failure_counts, flush_all, flush_error, upsert
 from tasktrail.models import TaskRun
 from tasktrail.transitions import apply, stamp
 
@@ -136,7 +137,9 @@ def test_the_dirty_set_drains_once_runs_are_written() -> None:
     assert not {i.decode() for i in left} & set(ids)
 
 
-def test_one_run_the_database_refuses_never_blocks_its_batch() -> None:
+def test_one_run_the_database_refuses_never_blocks_its_batch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """A NaN result (PostgreSQL refuses it as JSON) and a record the database refuses
     whatever its JSON (a negative attempt count breaks a CHECK constraint): every
     other run of the batch is written, the NaN run without its JSON values."""
@@ -152,9 +155,47 @@ def test_one_run_the_database_refuses_never_blocks_its_batch() -> None:
     apply(nan_run, "start", attempt=1, status=Status.RUNNING)
     apply(nan_run, "finish", attempt=1, status=Status.SUCCESSFUL, fields={"result": "NaN"})
     client().hset(f"{keys.prefix()}:run:{broken_run}", "attempts", "-5")
-    flush_all()
+    with caplog.at_level(logging.ERROR, logger="tasktrail"):
+        flush_all()
     rows = {row.id: row for row in TaskRun.objects.filter(pk__in=ids)}
     assert set(rows) == set(ids) - {broken_run}
     assert rows[nan_run].status == Status.SUCCESSFUL
     left: Any = client().zrange(keys.dirty_set(), 0, -1)
     assert broken_run.encode() not in left  # reported, not retried for ever
+    # Reported: a log line naming each run, a counter, a mark the dashboard shows.
+    logged = caplog.text
+    assert nan_run in logged and broken_run in logged
+    assert rows[nan_run].flush_error.startswith("result not stored: ")
+    assert all(rows[i].flush_error == "" for i in ids[2:])
+    assert flush_error(broken_run).startswith("not written to the database: ")
+    assert failure_counts() == {"values_dropped": 1, "not_written": 1}
+    from tasktrail.metrics import render
+
+    exposed = render()[0].decode()
+    assert 'tasktrail_flush_failures_total{kind="values_dropped"} 1.0' in exposed
+    assert 'tasktrail_flush_failures_total{kind="not_written"} 1.0' in exposed
+
+
+def test_a_whole_write_clears_the_mark() -> None:
+    run_id = str(uuid.uuid4())
+    apply(run_id, "publish", status=Status.READY,
+          create={"id": run_id, "task": "mark", "enqueued_at": stamp(time.time())})  # fmt: skip
+    apply(run_id, "start", attempt=1, status=Status.RUNNING, fields={"result": "NaN"})
+    flush_all()
+    assert flush_error(run_id)
+    apply(run_id, "finish", attempt=1, status=Status.SUCCESSFUL, fields={"result": "7"})
+    flush_all()
+    row = TaskRun.objects.get(pk=run_id)
+    assert (row.result, row.flush_error, flush_error(run_id)) == (7, "", "")
+
+
+def test_the_dashboard_marks_a_run_not_fully_saved(client: Any, admin_user: Any) -> None:
+    run_id = str(uuid.uuid4())
+    apply(run_id, "publish", status=Status.READY,
+          create={"id": run_id, "task": "mark", "enqueued_at": stamp(time.time())})  # fmt: skip
+    apply(run_id, "finish", attempt=1, status=Status.FAILED, fields={"result": "Infinity"})
+    flush_all()
+    client.force_login(admin_user)
+    page = client.get(f"/ops/runs/{run_id}/").content.decode()
+    assert "data-flush-error" in page and "Not fully saved to the database" in page
+    assert "result not stored" in page

@@ -64,8 +64,14 @@ def validate_arguments(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any])
     named += [(f"argument {k!r}", v) for k, v in kwargs.items() if signature is None]
     for label, value in named:
         try:
-            kombu_dumps(value)
-        except (TypeError, ValueError) as exc:
+            kombu_dumps(value, allow_nan=False)
+        except ValueError as exc:  # NaN or Infinity: Python writes them, JSON has no word
+            raise ValueError(
+                f"{task.name}: {label} holds a number JSON cannot carry ({exc}); the "
+                "database and browsers refuse it. Send None, or the number as a string "
+                "('nan', 'inf'), instead."
+            ) from None
+        except TypeError as exc:
             raise TypeError(
                 f"{task.name}: {label} ({type(value).__name__}) cannot be sent as JSON: {exc}. "
                 "Pass ids or plain data instead of objects."

@@ -90,7 +90,7 @@ _KEEP_EXISTING = (
 
 
 def _row(raw: dict[str, str]) -> dict[str, Any]:
-    return full_row(raw)
+    return {**full_row(raw), "flush_error": ""}  # a whole write clears an earlier report
 
 
 def upsert(rows: list[dict[str, Any]]) -> None:
@@ -263,11 +263,25 @@ def _write(batch: int, ahead: float, run_ids: list[str] | tuple[()]) -> int:
 # JSON columns a database may refuse (NaN on PostgreSQL, say): replaced on a retry.
 _JSON_COLUMNS = ("result", "args", "kwargs")
 
+# Counts of runs the database refused, by kind: ``values_dropped`` (written without
+# their JSON values) and ``not_written`` (left in Redis only). Prometheus reads them.
+FAILURE_KINDS = ("values_dropped", "not_written")
+
+# A mark on the hot record, unless it expired meanwhile (never a record of one field).
+_MARK = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'flush_error', ARGV[1]) end
+"""
+
+
+def _failures_key() -> str:
+    return f"{keys.prefix()}:stats:flush_failures"
+
 
 def _upsert_each(rows: list[dict[str, Any]]) -> None:
     """A batch failed: write its rows one by one, so one bad run never blocks another.
     A row the database refuses is written again with its JSON columns replaced by a
-    note, and named in the log; if even that fails it is left to the next change."""
+    note, marked (``flush_error``), counted and named in the log; if even that fails,
+    the mark goes on the hot record and the run waits for its next change."""
     written = 0
     refused: list[tuple[dict[str, Any], Exception]] = []
     for row in rows:
@@ -279,13 +293,54 @@ def _upsert_each(rows: list[dict[str, Any]]) -> None:
     if refused and not written and not _database_writable():
         raise refused[0][1]  # nothing could be written: an outage, not a bad row
     for row, error in refused:
-        note = {"unstorable": f"{type(error).__name__}: {str(error)[:200]}"}
-        safe = {**row, **{c: note for c in _JSON_COLUMNS if row.get(c) is not None}}
-        try:
-            upsert([safe])
-            logger.error("tasktrail: run %s written without its JSON values: %s", row["id"], error)
-        except DatabaseError:
-            logger.exception("tasktrail: run %s could not be written to the database", row["id"])
+        _write_without_values(row, error)
+
+
+def _write_without_values(row: dict[str, Any], error: Exception) -> None:
+    try:
+        upsert([row])  # the database may be back, or the refusal was a passing one
+        return
+    except DatabaseError as again:
+        error = again
+    cause = f"{type(error).__name__}: {str(error).strip()[:300]}"
+    dropped = [c for c in _JSON_COLUMNS if row.get(c) is not None]
+    note = {"unstorable": cause}
+    report = f"{', '.join(dropped) or 'nothing'} not stored: {cause}"
+    try:
+        upsert([{**row, **dict.fromkeys(dropped, note), "flush_error": report}])
+        kind = "values_dropped"
+        logger.error(
+            "tasktrail: run %s written to the database without its %s: %s",
+            row["id"], ", ".join(dropped), cause,
+        )  # fmt: skip
+    except DatabaseError:
+        kind, report = "not_written", f"not written to the database: {cause}"
+        logger.exception("tasktrail: run %s could not be written to the database", row["id"])
+    client = get_redis()
+    client.eval(_MARK, 1, keys.run_hash(row["id"]), report)
+    client.hincrby(_failures_key(), kind, 1)
+
+
+def failure_counts() -> dict[str, int]:
+    """Runs the database refused, by kind, since Redis started (metrics)."""
+    stored: Any = get_redis().hgetall(_failures_key())
+    counts = {k.decode(): int(v) for k, v in stored.items()}
+    return {kind: counts.get(kind, 0) for kind in FAILURE_KINDS}
+
+
+def flush_error(run_id: str) -> str:
+    """What the flusher could not store of this run ('' when nothing): the row's mark,
+    or the hot record's while the row was never written."""
+    from .models import TaskRun
+
+    marks = list(TaskRun.objects.filter(pk=run_id).values_list("flush_error", flat=True))
+    if marks:
+        return str(marks[0])
+    try:
+        mark: Any = get_redis().hget(keys.run_hash(run_id), "flush_error")
+    except Exception:  # Redis down: the page shows what the database knows
+        return ""
+    return mark.decode() if mark else ""
 
 
 def _database_writable() -> bool:

@@ -110,6 +110,7 @@ class RunCollector:
         up = GaugeMetricFamily("tasktrail_redis_up", "1 when Redis answered this scrape.")
         try:
             finished = _finished_counter()
+            flush_failures = _flush_failure_counter()
             workers = list_workers()
         except redis.RedisError:
             up.add_metric([], 0)
@@ -117,6 +118,7 @@ class RunCollector:
         else:
             up.add_metric([], 1)
             yield finished
+            yield flush_failures
         yield up
         yield from _worker_families(workers)
         yield from _queue_families(stats.queue_overview(workers), now)
@@ -200,6 +202,24 @@ def _queue_families(queues: list[Any], now: Any) -> Iterator[Any]:
             depth.add_metric([queue.name], queue.depth)
         age.add_metric([queue.name], queue.oldest_age(now) or 0.0)
     yield from (depth, age)
+
+
+def _flush_failure_counter() -> Any:
+    """Runs the database refused (issue 11, item 1): written without their JSON
+    values, or not written at all; each run is named in the worker's log and marked on
+    its dashboard page."""
+    from prometheus_client.core import CounterMetricFamily
+
+    from .flusher import failure_counts
+
+    family = CounterMetricFamily(
+        "tasktrail_flush_failures",
+        "Runs the database refused, by kind (values_dropped, not_written).",
+        labels=["kind"],
+    )
+    for kind, count in failure_counts().items():
+        family.add_metric([kind], float(count))
+    return family
 
 
 def render() -> tuple[bytes, str]:

@@ -35,6 +35,9 @@ class TaskRun(models.Model):
     # Why it ended other than by its own return or raise: revoked, expired, terminated,
     # lost, time_limit, rejected, ignored, not_registered, never_delivered.
     error_reason = models.CharField(max_length=32, blank=True, default="")
+    # Set by the flusher when the database refused part of the record (NaN in a JSON
+    # column, say): what was left out, and why. Empty once a later write succeeds whole.
+    flush_error = models.TextField(blank=True, default="")
 
     enqueued_at = models.DateTimeField()
     started_at = models.DateTimeField(null=True, blank=True)

@@ -17,7 +17,7 @@ from typing import Any
 from .conf import settings
 from .redaction import capped_json
 from .status import Status
-from .transitions import ANY_ATTEMPT, Applied, CeleryMeta, Op, dumps, safely, stamp
+from .transitions import ANY_ATTEMPT, Applied, CeleryMeta, Op, dumps, finite, safely, stamp
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,7 +63,14 @@ def _jsonable(value: Any) -> Any:
 
 
 def _dumps_result(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_jsonable)
+    try:
+        return json.dumps(
+            value, separators=(",", ":"), ensure_ascii=False, default=_jsonable, allow_nan=False
+        )
+    except ValueError:  # NaN or Infinity: stored as null, which both databases accept
+        return json.dumps(
+            finite(value), separators=(",", ":"), ensure_ascii=False, default=_jsonable
+        )
 
 
 def json_result(value: Any) -> str:

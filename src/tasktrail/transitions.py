@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -60,7 +61,27 @@ class CeleryMeta:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    """JSON as both databases and every browser accept it: NaN and Infinity (not JSON)
+    become ``null``. A task's progress or feed data never fails the task for that;
+    ``enqueue()`` refuses such arguments before they are sent."""
+    try:
+        return json.dumps(
+            value, separators=(",", ":"), ensure_ascii=False, default=str, allow_nan=False
+        )
+    except ValueError:
+        return json.dumps(finite(value), separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (in lists, tuples, dicts) replaced
+    by ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
 
 
 def stamp(value: float | None) -> str:
