@@ -199,3 +199,39 @@ def test_the_dashboard_marks_a_run_not_fully_saved(client: Any, admin_user: Any)
     page = client.get(f"/ops/runs/{run_id}/").content.decode()
     assert "data-flush-error" in page and "Not fully saved to the database" in page
     assert "result not stored" in page
+
+
+@pytest.mark.parametrize("op", ["finish", "progress", "start"])
+def test_a_record_rebuilt_after_redis_forgot_it_reaches_the_database(op: str) -> None:
+    """Redis restarted empty under a running task (its hash is gone): whichever write
+    rebuilds the record, the record names its run and the flusher writes it (issue 11,
+    item 3)."""
+    from tests.helpers import client
+
+    run_id = str(uuid.uuid4())
+    apply(run_id, "publish", status=Status.READY,
+          create={"id": run_id, "task": "forgot", "enqueued_at": stamp(time.time())})  # fmt: skip
+    apply(run_id, "start", attempt=1, status=Status.RUNNING)
+    flush_all()
+    client().delete(f"{keys.prefix()}:run:{run_id}")  # what an empty restart leaves
+    status = {"finish": Status.SUCCESSFUL, "start": Status.RUNNING}.get(op, "")
+    apply(run_id, op, attempt=1, status=status, fields={"result": "3"} if status else {},
+          create={"task": "forgot"})  # fmt: skip
+    assert client().hget(f"{keys.prefix()}:run:{run_id}", "id") == run_id.encode()
+    flush_all()
+    row = TaskRun.objects.get(pk=run_id)
+    assert row.status == (Status.SUCCESSFUL if op == "finish" else Status.RUNNING)
+    assert row.task == "forgot"
+
+
+def test_a_hot_record_without_an_id_is_written_under_the_leased_id() -> None:
+    """Records written by earlier versions lack the field: never skipped for that."""
+    from tests.helpers import client
+
+    run_id = str(uuid.uuid4())
+    apply(run_id, "publish", status=Status.READY,
+          create={"id": run_id, "task": "noid", "enqueued_at": stamp(time.time())})  # fmt: skip
+    client().hdel(f"{keys.prefix()}:run:{run_id}", "id")
+    apply(run_id, "finish", attempt=1, status=Status.SUCCESSFUL, fields={"result": "1"})
+    flush_all()
+    assert TaskRun.objects.get(pk=run_id).status == Status.SUCCESSFUL

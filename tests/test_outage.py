@@ -30,7 +30,7 @@ from tasktrail.models import TaskRun
 from tests.conftest import ROOT, _free_port, _stop
 from tests.helpers import eventually
 from tests.sse_client import Event, read
-from tests.testapp.tasks import numbered_feed
+from tests.testapp.tasks import numbered_feed, sleepy
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
@@ -180,3 +180,34 @@ def test_redis_restart_mid_run_loses_no_record_and_the_stream_resumes_without_a_
         f"{server}/tasks/{run.id}/", params={"token": make_token(run.id)}, timeout=10
     ).json()
     assert (after["status"], after["result"], after["task"]) == ("SUCCESSFUL", count, row.task)
+
+
+def _restart_empty(private: PrivateRedis) -> None:
+    private.kill()
+    private.start()
+
+
+def test_a_run_whose_record_redis_forgot_still_reaches_a_final_row(
+    outage_stack: tuple[PrivateRedis, str, dict[str, Any]],
+) -> None:
+    """Redis restarts empty while runs execute: the records their finish rebuilds carry
+    their id, so the flusher writes them (issue 11, item 3: 4 of 4 stayed RUNNING)."""
+    private, _, options = outage_stack
+    runs = [enqueue(sleepy, 2.0, **options) for _ in range(2)]
+    eventually(
+        lambda: (
+            TaskRun.objects.filter(pk__in=[r.id for r in runs], status="RUNNING").count() == 2
+            or None
+        ),
+        timeout=30,
+    )
+    _restart_empty(private)
+    rows = eventually(
+        lambda: (
+            list(TaskRun.objects.filter(pk__in=[r.id for r in runs], status="SUCCESSFUL"))
+            if TaskRun.objects.filter(pk__in=[r.id for r in runs], status="SUCCESSFUL").count() == 2
+            else None
+        ),
+        timeout=20,
+    )
+    assert all(row.result == 2.0 for row in rows)

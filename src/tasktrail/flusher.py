@@ -250,8 +250,8 @@ def _write(batch: int, ahead: float, run_ids: list[str] | tuple[()]) -> int:
     for index in range(0, len(leased), 2):
         run_id, raw = leased[index].decode(), json.loads(leased[index + 1])
         release += [run_id, raw.get("version", "")]
-        if raw.get("id"):
-            rows.append(_row(raw))
+        if raw:  # gone (expired) otherwise; an id the record lacks is the one leased
+            rows.append(_row({**raw, "id": raw.get("id") or run_id}))
     try:
         upsert(rows)
     except DatabaseError:

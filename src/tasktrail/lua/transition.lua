@@ -139,7 +139,12 @@ if op == 'cancel' and status == '' then apply = {cancel_requested_at = fields['c
 for k, v in pairs(apply) do flat[#flat + 1] = k; flat[#flat + 1] = v end
 if status ~= '' then flat[#flat + 1] = 'status'; flat[#flat + 1] = status end
 if attempt > attempts then flat[#flat + 1] = 'attempts'; flat[#flat + 1] = tostring(attempt) end
-if not exists then flat[#flat + 1] = 'gen'; flat[#flat + 1] = tostring(gen) end
+-- A record this write creates always names its run, whatever the caller passed: one
+-- rebuilt after Redis restarted empty must still reach the database.
+if not exists then
+  flat[#flat + 1] = 'gen'; flat[#flat + 1] = tostring(gen)
+  flat[#flat + 1] = 'id'; flat[#flat + 1] = ARGV[1]
+end
 -- A fresh publish leaves Celery's stored state of an earlier use of the id in place
 -- (AsyncResult reads it until this run stores one, as with Celery alone) but marks it
 -- stale, so this run's first store replaces it even if it says SUCCESS.
