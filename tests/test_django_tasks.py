@@ -40,7 +40,9 @@ from tasktrail.actions import cancel
 from tasktrail.connection import get_redis
 from tasktrail.contrib.django_tasks import CeleryBackend
 from tasktrail.contrib.django_tasks.backend import celery_priority
-from tasktrail.keys import prefix
+from tasktrail.flusher import flush_all
+from tasktrail.keys import prefix, run_hash
+from tests.celery_app import app as celery_app
 from tests.helpers import eventually, stored_events
 from tests.sse_client import Event, read
 from tests.testapp import django_tasks as jobs
@@ -224,6 +226,38 @@ def test_the_attempt_counts_celerys_retries(worker: object) -> None:
     assert get_run(result.id).attempts == 2
     states = [d["status"] for _, kind, d in stored_events(result.id) if kind == "state"]
     assert "RETRYING" in states  # tasktrail's RETRYING is Django's READY (see the docs)
+
+
+def test_between_attempts_the_result_is_ready_again(worker: object) -> None:
+    result = jobs.retried_once.enqueue(countdown=4)
+    eventually(lambda: get_run(result.id).status == Status.RETRYING, timeout=30)
+    between = default_task_backend.get_result(result.id)
+    assert between.status == TaskResultStatus.READY  # Django: "ready to be executed again"
+    assert between.is_finished is False
+    assert between.attempts == 1 and between.last_attempted_at is not None
+    assert finished(result).return_value == 2
+
+
+def test_eager_runs_work_in_users_test_suites(own_key_prefix: str) -> None:
+    celery_app.conf.task_always_eager = True
+    try:
+        result = jobs.describe_context.enqueue("eager")
+    finally:
+        celery_app.conf.task_always_eager = False
+    assert result.status == TaskResultStatus.SUCCESSFUL  # it ran inside enqueue()
+    assert result == default_task_backend.get_result(result.id)
+    assert result.return_value["attempt"] == 1 and result.return_value["id"] == result.id
+    assert get_run(result.id).task == "tests.testapp.django_tasks.describe_context"
+    assert [e["signal"] for e in signals_of(result.id)] == ["enqueued", "started", "finished"]
+
+
+def test_a_result_is_read_from_the_database_once_redis_let_it_go(worker: object) -> None:
+    done = finished(jobs.add.enqueue(7, b=8))
+    flush_all()
+    get_redis().delete(run_hash(done.id))
+    again = default_task_backend.get_result(done.id)
+    assert (again.status, again.return_value, again.attempts) == (done.status, 15, 1)
+    assert again.finished_at == done.finished_at
 
 
 # run_after, priority, queues

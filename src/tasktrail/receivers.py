@@ -154,11 +154,21 @@ def _attempt(task: Any) -> int:
     return int(getattr(task.request, "retries", 0) or 0) + 1
 
 
+def _run_name(task: Any, request: Any) -> str:
+    """Celery's shadow names the run. ``Task.apply()`` (eager) drops the shadow that
+    ``apply_async`` computed, so ask the task's ``shadow_name`` hook again then."""
+    shadow = getattr(request, "shadow", None)
+    if not shadow and getattr(request, "is_eager", False) and not task.__v2_compat__:
+        options = {"headers": getattr(request, "headers", None) or {}}
+        shadow = task.shadow_name(request.args or (), request.kwargs or {}, options)
+    return str(shadow or task.name)
+
+
 def on_task_prerun(task_id: str = "", task: Any = None, **_: Any) -> None:
     if task is None:
         return
     request = task.request
-    name = str(getattr(request, "shadow", None) or task.name)
+    name = _run_name(task, request)
     if not is_tracked(name):
         return
     attempt = _attempt(task)
@@ -183,6 +193,12 @@ def on_task_prerun(task_id: str = "", task: Any = None, **_: Any) -> None:
             "parent": str(getattr(request, "parent_id", "") or ""),
             "root": str(getattr(request, "root_id", "") or ""),
             "group": str(getattr(request, "group", "") or ""),
+            # No publish recorded an eager run's arguments: its start does.
+            **(
+                _stored_arguments(name, list(request.args or []), dict(request.kwargs or {}))
+                if eager
+                else {}
+            ),
         },
         events=[_state_event(task_id, worker=worker)],
         now=now,

@@ -61,10 +61,10 @@ def describe_context(context: TaskContext[..., Any], marker: str) -> dict[str, A
 
 
 @task(takes_context=True)
-def retried_once(context: TaskContext[..., Any]) -> int:
+def retried_once(context: TaskContext[..., Any], countdown: float = 0.1) -> int:
     """Asks Celery for a second attempt on its first one, then reports the attempt."""
     if context.attempt == 1:
-        raise current_task.retry(countdown=0.1)
+        raise current_task.retry(countdown=countdown)
     return context.attempt
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from dataclasses import replace
+import uuid
 from functools import lru_cache
 from typing import Any
 
@@ -19,9 +19,11 @@ from django.tasks.base import (
     TASK_MIN_PRIORITY,
     Task,
     TaskResult,
+    TaskResultStatus,
 )
 from django.tasks.exceptions import InvalidTask
 from django.tasks.signals import task_enqueued
+from django.utils import timezone
 from django.utils.json import normalize_json
 from kombu import Connection
 
@@ -29,7 +31,7 @@ from ... import ids
 from ...enqueueing import enqueue as enqueue_run
 from ...records import RunData
 from ...runs import afind_run, find_run
-from .execution import BACKEND_HEADER, run_django_task
+from .execution import BACKEND_HEADER, PATH_HEADER, run_django_task
 from .results import missing, task_at, task_result
 
 # Celery's priorities run 0..9 on every broker that has them.
@@ -88,7 +90,7 @@ class CeleryBackend(BaseTaskBackend):
         options: dict[str, Any] = {
             "shadow": task.module_path,
             "priority": celery_priority(task.priority),
-            "headers": {BACKEND_HEADER: self.alias},
+            "headers": {BACKEND_HEADER: self.alias, PATH_HEADER: task.module_path},
         }
         queue = self.celery_queue(task.queue_name)
         if queue:
@@ -105,25 +107,41 @@ class CeleryBackend(BaseTaskBackend):
         plain_args: list[Any] = normalize_json(list(args))  # type: ignore[assignment]
         plain_kwargs: dict[str, Any] = normalize_json(dict(kwargs))  # type: ignore[assignment]
         _check_call(task, plain_args, plain_kwargs)
-        run = enqueue_run(
-            run_django_task, *plain_args, kwargs=plain_kwargs, **self._celery_options(task)
-        )
-        result: TaskResult[P, R] = task_result(
-            task, replace(run, task=task.module_path), self.alias
-        )
+        run_id = str(uuid.uuid4())
+        result: TaskResult[P, R] = TaskResult(
+            task=task, id=run_id, status=TaskResultStatus.READY, enqueued_at=None,
+            started_at=None, finished_at=None, last_attempted_at=None, args=plain_args,
+            kwargs=plain_kwargs, backend=self.alias, errors=[], worker_ids=[],
+        )  # fmt: skip
 
-        def published() -> None:
-            recorded = find_run(run.id)  # enqueued_at as the record holds it
-            stamp = recorded.enqueued_at if recorded is not None else run.enqueued_at
-            object.__setattr__(result, "enqueued_at", stamp)
+        def announce() -> None:
+            recorded = find_run(run_id)  # enqueued_at as the record holds it
+            stamp = recorded.enqueued_at if recorded is not None else None
+            object.__setattr__(result, "enqueued_at", stamp or timezone.now())
             task_enqueued.send(sender=type(self), task_result=result)
 
-        if transaction.get_connection().in_atomic_block:
-            object.__setattr__(result, "enqueued_at", None)  # published when it commits
-            transaction.on_commit(published)  # after tasktrail's own publish
-        else:
-            published()
+        # task_enqueued follows the publish; an eager publish runs the task, so then the
+        # signal goes first, as Django sends it. In a transaction both wait for the commit.
+        later = transaction.on_commit if self._in_transaction() else _now
+        eager = bool(run_django_task.app.conf.task_always_eager)
+        if eager:
+            later(announce)
+        enqueue_run(
+            run_django_task,
+            *plain_args,
+            kwargs=plain_kwargs,
+            task_id=run_id,
+            **self._celery_options(task),
+        )
+        if not eager:
+            later(announce)  # after tasktrail's own on-commit publish
+        elif later is _now:  # it ran already: the result says how it ended
+            result.refresh()
         return result
+
+    @staticmethod
+    def _in_transaction() -> bool:
+        return bool(transaction.get_connection().in_atomic_block)
 
     def get_result(self, result_id: str) -> TaskResult[..., Any]:
         result_id = str(result_id)
@@ -189,6 +207,10 @@ class CeleryBackend(BaseTaskBackend):
                 )
             )
         return messages
+
+
+def _now(callback: Any) -> None:
+    callback()
 
 
 def _check_call(task: Task[..., Any], args: list[Any], kwargs: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ import traceback
 from dataclasses import replace
 from typing import Any
 
+from celery import Task as CeleryTask
 from celery import shared_task
 from celery.exceptions import Retry
 from django.tasks import task_backends
@@ -32,6 +33,14 @@ TASK_NAME = "tasktrail.django_task"
 # The alias of the backend that enqueued the run (Celery drops custom headers on a
 # retry; the function's declared backend answers then).
 BACKEND_HEADER = "tasktrail_django_backend"
+# The function's module path, for eager runs (``task_always_eager``), which have no
+# shadow; a worker reads the shadow, which Celery keeps across retries.
+PATH_HEADER = "tasktrail_django_task"
+
+
+def _header(request: Any, name: str) -> str:
+    """A custom header: a request attribute on a worker, in ``headers`` when eager."""
+    return str(getattr(request, name, None) or (request.headers or {}).get(name) or "")
 
 
 def _attempt_result(
@@ -63,15 +72,26 @@ def _finished(
     return replace(result, status=status, finished_at=timezone.now(), errors=errors)
 
 
-@shared_task(bind=True, name=TASK_NAME, acks_late=True)
+class FunctionRunner(CeleryTask):  # type: ignore[type-arg]
+    """Names each run after the function it runs, in Celery's logs and tasktrail's
+    record, eager runs included (``Task.apply()`` keeps headers, not the shadow)."""
+
+    # Celery's stubs type the hook as returning None; it returns the name or None.
+    def shadow_name(  # type: ignore[override]
+        self, args: Any, kwargs: Any, options: dict[str, Any]
+    ) -> str | None:
+        return (options.get("headers") or {}).get(PATH_HEADER) or None
+
+
+@shared_task(bind=True, base=FunctionRunner, name=TASK_NAME, acks_late=True)
 def run_django_task(self: Any, *args: Any, **kwargs: Any) -> Any:
     request = self.request
-    path = str(request.shadow or "")
+    path = str(request.shadow or "") or _header(request, PATH_HEADER)
     try:
         declared = task_at(path)
     except LookupError:
         raise LookupError(f"{path!r} names no django.tasks task on this worker.") from None
-    alias = str(getattr(request, BACKEND_HEADER, "") or declared.backend)
+    alias = _header(request, BACKEND_HEADER) or declared.backend
     task = declared if declared.backend == alias else declared.using(backend=alias)
     sender = type(task_backends[alias])
     result = _attempt_result(request, task, args, kwargs)
