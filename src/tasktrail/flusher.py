@@ -81,6 +81,18 @@ end
 return released
 """
 
+# A batch that could not be written: due again in ARGV[1] seconds (by the Redis clock),
+# unless a change already made it due sooner (LT); a run released meanwhile stays out (XX).
+_RETRY_SOON = """
+local clock = redis.call('TIME')
+local due = tonumber(clock[1]) + tonumber(clock[2]) / 1000000 + tonumber(ARGV[1])
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', 'LT', string.format('%.6f', due), ARGV[i])
+end
+return 0
+"""
+RETRY_SECONDS = 1.0
+
 # Columns a later hot record may lack (a run first seen at its start, say) keep
 # what the row already has, unless the record is of a newer generation of the id.
 _KEEP_EXISTING = (
@@ -253,9 +265,17 @@ def _write(batch: int, ahead: float, run_ids: list[str] | tuple[()]) -> int:
         if raw:  # gone (expired) otherwise; an id the record lacks is the one leased
             rows.append(_row({**raw, "id": raw.get("id") or run_id}))
     try:
-        upsert(rows)
-    except DatabaseError:
-        _upsert_each(rows)  # raises when no row can be written (the database is down)
+        try:
+            upsert(rows)
+        except DatabaseError:
+            if not _database_writable():
+                raise  # an outage (or no tables): no row by row against a closed door
+            _upsert_each(rows)
+    except Exception:
+        # Due again soon, not when the lease ends: the batch lands about a second
+        # after the database is back, not up to LEASE_SECONDS later (issue 11, item 4).
+        client.eval(_RETRY_SOON, 1, keys.dirty_set(), repr(RETRY_SECONDS), *release[::2])
+        raise
     client.eval(_RELEASE, 1, keys.dirty_set(), keys.prefix(), *release)
     return len(rows)
 
