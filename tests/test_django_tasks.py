@@ -6,11 +6,13 @@ tests/test_django_tasks.py`` (``TASKTRAIL_TEST_DB=postgres`` for PostgreSQL)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from django.db import transaction
 from django.tasks import TaskResultStatus, default_task_backend, task_backends
 from django.tasks.base import TaskResult
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist, TaskResultMismatch
-from django.test import RequestFactory
+from django.test import Client, RequestFactory
 from django.utils import timezone
 
 from tasktrail import Status, enqueue, get_run
@@ -52,6 +54,16 @@ from tests.testapp.django_tasks_example import build_report, start_report
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parent.parent
 NOBODYS_QUEUE = "reports"  # mapped to a Celery queue no test worker consumes
+
+
+@pytest.fixture
+def unconsumed() -> Iterator[list[str]]:
+    """Ids of runs left on queues no worker reads: cancelled after the test."""
+    left: list[str] = []
+    yield left
+    for run_id in left:
+        with contextlib.suppress(Exception):
+            cancel(run_id)
 
 
 def finished(result: TaskResult[Any, Any], timeout: float = 30) -> TaskResult[Any, Any]:
@@ -96,9 +108,10 @@ def test_check_passes_here_and_names_bad_options() -> None:
 # enqueue, get_result, refresh
 
 
-def test_enqueue_returns_a_ready_result_whose_id_is_the_run() -> None:
+def test_enqueue_returns_a_ready_result_whose_id_is_the_run(unconsumed: list[str]) -> None:
     task = jobs.add.using(queue_name=NOBODYS_QUEUE)
     result = task.enqueue(1, b=2)
+    unconsumed.append(result.id)
     assert result.status == TaskResultStatus.READY
     assert result.task == task
     assert (result.args, result.kwargs) == ([1], {"b": 2})
@@ -192,14 +205,16 @@ def test_unknown_and_malformed_ids_do_not_exist() -> None:
             async_to_sync(default_task_backend.aget_result)(result_id)
 
 
-def test_a_plain_celery_run_is_no_django_tasks_result() -> None:
+def test_a_plain_celery_run_is_no_django_tasks_result(unconsumed: list[str]) -> None:
     run = enqueue(celery_tasks.add, 1, 1, queue=f"{prefix()}-nobody")
+    unconsumed.append(run.id)
     with pytest.raises(TaskResultDoesNotExist):
         default_task_backend.get_result(run.id)
 
 
-def test_a_result_of_another_task_is_a_mismatch() -> None:
+def test_a_result_of_another_task_is_a_mismatch(unconsumed: list[str]) -> None:
     result = jobs.echo.using(queue_name=NOBODYS_QUEUE).enqueue()
+    unconsumed.append(result.id)
     with pytest.raises(TaskResultMismatch):
         jobs.add.get_result(result.id)
 
@@ -379,6 +394,18 @@ def test_progress_of_a_context_task_reaches_an_sse_client_live(worker: object, s
     assert finished(result).return_value == "done"
 
 
+def test_the_dashboard_lists_the_run_under_the_functions_path(
+    worker: object, admin_client: Client
+) -> None:
+    done = finished(jobs.add.enqueue(4, b=4))
+    flush_all()  # the dashboard reads the database
+    listed = admin_client.get("/ops/runs/", {"task": "tests.testapp.django_tasks.add"})
+    assert done.id in [r.id for r in listed.context["runs"]]
+    page = admin_client.get(f"/ops/runs/{done.id}/")
+    assert page.status_code == 200
+    assert b"tests.testapp.django_tasks.add" in page.content
+
+
 def test_the_docs_example_is_the_file_the_tests_run() -> None:
     page = (ROOT / "docs" / "django-tasks.md").read_text()
     block = re.search(r"```python\n(# The complete example.*?)```", page, re.S)
@@ -405,8 +432,9 @@ def test_the_docs_example_answers_202_and_runs(worker: object, server: str) -> N
     assert feed == ["Report 2024 ready (attempt 1)"]
 
 
-def test_results_are_frozen_dataclasses_like_djangos() -> None:
+def test_results_are_frozen_dataclasses_like_djangos(unconsumed: list[str]) -> None:
     result = jobs.add.using(queue_name=NOBODYS_QUEUE).enqueue(1)
+    unconsumed.append(result.id)
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.status = TaskResultStatus.FAILED  # type: ignore[misc]
     assert settings.TASKS["default"]["BACKEND"].endswith("CeleryBackend")
