@@ -105,6 +105,11 @@ def test_check_passes_here_and_names_bad_options() -> None:
     assert sorted(m.id for m in broken.check()) == ["tasktrail.E102", "tasktrail.E103"]
 
 
+def test_check_warns_when_celery_has_no_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(celery_app.conf, "broker_url", None)
+    assert [m.id for m in default_task_backend.check()] == ["tasktrail.W101"]
+
+
 # enqueue, get_result, refresh
 
 
@@ -161,7 +166,10 @@ def test_async_twins_enqueue_read_and_refresh(worker: object) -> None:
 
 
 def test_an_async_function_runs_on_the_worker(worker: object) -> None:
-    assert finished(jobs.async_double.enqueue(21)).return_value == 42
+    done = finished(jobs.async_double.enqueue(21))
+    assert done.return_value == 42
+    progress = [d for _, kind, d in stored_events(done.id) if kind == "progress"]
+    assert [(p["current"], p["message"]) for p in progress] == [(1, "halfway")]
 
 
 # Errors
@@ -363,6 +371,15 @@ def test_cancel_through_the_result_id_ends_it_failed(worker: object) -> None:
     assert done.status == TaskResultStatus.FAILED
     assert done.errors[0].exception_class_path == "tasktrail.exceptions.RunCancelled"
     assert done.errors[0].traceback
+
+
+def test_a_run_cancelled_before_it_started_failed_to_start(unconsumed: list[str]) -> None:
+    result = jobs.add.using(queue_name=NOBODYS_QUEUE).enqueue(1)
+    cancel(result.id)
+    result.refresh()
+    assert result.status == TaskResultStatus.FAILED and result.is_finished
+    assert result.started_at is None and result.attempts == 0
+    assert result.errors[0].exception_class_path == "tasktrail.exceptions.RunCancelled"
 
 
 @pytest.mark.server

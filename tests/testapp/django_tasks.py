@@ -43,6 +43,7 @@ def returns_a_set() -> Any:
 @task
 async def async_double(value: int) -> int:
     await asyncio.sleep(0.01)
+    progress(1, 2, "halfway")  # tasktrail's API works in async tasks too
     return value * 2
 
 
