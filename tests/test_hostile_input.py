@@ -172,3 +172,8 @@ def test_a_signed_timestamp_of_hundreds_of_digits_is_a_json_400(stamp: str) -> N
 def test_signed_json_nested_a_hundred_thousand_deep_is_a_json_400() -> None:
     body = b"[" * 100_000 + b"]" * 100_000
     assert _assert_json_4xx(_deliver(body))["code"] == "bad_json"
+
+
+@pytest.mark.parametrize("subject", ["a%11b", "%00", "x%7F"])
+def test_a_subject_with_a_control_character_is_a_json_400(owner: User, subject: str) -> None:
+    _assert_json_4xx(_owner_client(owner).get(f"/tasks/subjects/{subject}/events/"))

@@ -42,7 +42,7 @@ def unavailable(what: str) -> JsonResponse:
     return response
 
 
-def _has_control_character(text: str) -> bool:
+def has_control_character(text: str) -> bool:
     return any(unicodedata.category(c) == "Cc" for c in text)
 
 
@@ -50,10 +50,10 @@ def query_problem(request: HttpRequest) -> str | None:
     """What no endpoint can take in the query string (a control character such as NUL,
     which PostgreSQL refuses outright, or a value longer than any real one), or None."""
     for name, values in request.GET.lists():
-        if _has_control_character(name):
+        if has_control_character(name):
             return "A query parameter name holds a control character."
         for value in values:
-            if _has_control_character(value):
+            if has_control_character(value):
                 return f"The query parameter {name!r} holds a control character."
             if len(value) > MAX_QUERY_VALUE:
                 return f"The query parameter {name!r} is longer than {MAX_QUERY_VALUE} characters."

@@ -20,13 +20,22 @@ from .authentication import authenticate
 from .conf import settings
 from .connection import get_async_redis
 from .events import END_ID, Frame, parse_id
-from .http import accepted, allow, error, json_errors, not_found, run_urls, unavailable
+from .http import (
+    accepted,
+    allow,
+    error,
+    has_control_character,
+    json_errors,
+    not_found,
+    run_urls,
+    unavailable,
+)
 from .models import TaskRun
 from .ownership import subject_label
 from .pagination import BadCursor, decode_cursor, page
 from .records import RunData, decode_hash, fields_from_hash, fields_from_model
 from .runs import Run, afind_run
-from .sse import event_stream, read_tail, sse_response
+from .sse import event_stream, read_tail, shared_reads, sse_response
 from .status import Status
 
 SUBJECT_REPLAY = 500
@@ -124,13 +133,17 @@ async def run_events(request: HttpRequest, run_id: str) -> HttpResponseBase:
         if newest is None or parse_id(newest) < parse_id(last_id):
             last_id = None  # an id this log never gave: start over from the snapshot
 
+    async def read_snapshot() -> list[Any]:
+        pipe = get_async_redis().pipeline(transaction=True)
+        pipe.hgetall(keys.run_hash(run_id))
+        pipe.xrevrange(stream, count=1)
+        return await pipe.execute()
+
     async def opening() -> tuple[list[bytes], str | None, bool]:
         snapshot, last = run, "0-0"
         try:
-            pipe = get_async_redis().pipeline(transaction=True)
-            pipe.hgetall(keys.run_hash(run_id))
-            pipe.xrevrange(stream, count=1)
-            raw, tail = await pipe.execute()
+            # A burst of openers of one run shares one read (one pooled connection).
+            raw, tail = await shared_reads().read(stream, read_snapshot)
             if raw:
                 snapshot = Run(**fields_from_hash(decode_hash(raw)))
             if tail:
@@ -158,6 +171,8 @@ async def run_events(request: HttpRequest, run_id: str) -> HttpResponseBase:
 @allow("GET")
 async def subject_events(request: HttpRequest, subject: str) -> HttpResponseBase:
     """Events of every run about one subject (``crawl:<uuid>``) that the user may see."""
+    if has_control_character(subject):
+        return error(400, "A subject holds no control characters.")
     try:
         label = subject_label(subject)
     except ValueError as exc:
