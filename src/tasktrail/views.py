@@ -35,7 +35,7 @@ from .ownership import subject_label
 from .pagination import BadCursor, decode_cursor, page
 from .records import RunData, decode_hash, fields_from_hash, fields_from_model
 from .runs import Run, afind_run
-from .sse import event_stream, read_tail, shared_reads, sse_response
+from .sse import event_stream, read_tail, sse_response
 from .status import Status
 
 SUBJECT_REPLAY = 500
@@ -133,17 +133,13 @@ async def run_events(request: HttpRequest, run_id: str) -> HttpResponseBase:
         if newest is None or parse_id(newest) < parse_id(last_id):
             last_id = None  # an id this log never gave: start over from the snapshot
 
-    async def read_snapshot() -> list[Any]:
-        pipe = get_async_redis().pipeline(transaction=True)
-        pipe.hgetall(keys.run_hash(run_id))
-        pipe.xrevrange(stream, count=1)
-        return await pipe.execute()
-
     async def opening() -> tuple[list[bytes], str | None, bool]:
         snapshot, last = run, "0-0"
         try:
-            # A burst of openers of one run shares one read (one pooled connection).
-            raw, tail = await shared_reads().read(stream, read_snapshot)
+            pipe = get_async_redis().pipeline(transaction=True)
+            pipe.hgetall(keys.run_hash(run_id))
+            pipe.xrevrange(stream, count=1)
+            raw, tail = await pipe.execute()
             if raw:
                 snapshot = Run(**fields_from_hash(decode_hash(raw)))
             if tail:
