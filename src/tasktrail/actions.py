@@ -11,6 +11,7 @@ also kills the process running it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from celery import current_app
@@ -24,6 +25,26 @@ from .transitions import ANY_ATTEMPT, apply, stamp
 
 class ActionRefused(TasktrailError):
     """The action does not apply to the run in its current status."""
+
+
+# How to publish a run again when its name is not a Celery task's: an integration that
+# runs many functions through one Celery task (tasktrail.contrib.django_tasks) registers
+# one. Each returns the new run's id, or None for a run that is not its own.
+Republisher = Callable[[Run], str | None]
+_republishers: list[Republisher] = []
+
+
+def register_republisher(republish: Republisher) -> None:
+    if republish not in _republishers:
+        _republishers.append(republish)
+
+
+def _publish_again(run: Run) -> str:
+    for republish in _republishers:
+        new_id = republish(run)
+        if new_id is not None:
+            return new_id
+    return str(current_app.send_task(run.task, args=run.args or [], kwargs=run.kwargs or {}).id)
 
 
 def _actor_name(actor: Any) -> str:
@@ -103,13 +124,13 @@ def retry(run_id: str, *, actor: Any = None, address: str | None = None) -> Run:
         context["subject"] = run.subject
     token = publish_context.set(context)
     try:
-        result = current_app.send_task(run.task, args=run.args or [], kwargs=run.kwargs or {})
+        new_id = _publish_again(run)
     finally:
         publish_context.reset(token)
-    _audit(run_id, "retry", actor, address, new_run=result.id)
+    _audit(run_id, "retry", actor, address, new_run=new_id)
     try:
-        return get_run(result.id)
+        return get_run(new_id)
     except RunNotFound:
         raise TasktrailError(
-            f"Retry of {run_id} was published as {result.id} but not recorded."
+            f"Retry of {run_id} was published as {new_id} but not recorded."
         ) from None

@@ -24,8 +24,9 @@ from django.tasks.signals import task_finished, task_started
 from django.utils import timezone
 from django.utils.json import normalize_json
 
+from ...actions import register_republisher
 from ...records import Progress, RunData, to_datetime
-from ...runs import find_run
+from ...runs import Run, find_run
 from ...status import Status
 from .results import task_at, task_result
 
@@ -117,3 +118,19 @@ def run_django_task(self: Any, *args: Any, **kwargs: Any) -> Any:
     object.__setattr__(succeeded, "_return_value", value)
     task_finished.send(sender=sender, task_result=succeeded)
     return value
+
+
+def republish(run: Run) -> str | None:
+    """Publish a django.tasks run again (the dashboard's and the API's retry)."""
+    try:
+        task_at(run.task)
+    except LookupError:
+        return None  # a plain Celery task's run: Celery's name is the run's
+    options: dict[str, Any] = {"shadow": run.task, "headers": {PATH_HEADER: run.task}}
+    if run.queue:
+        options["queue"] = run.queue
+    sent = run_django_task.apply_async(tuple(run.args or ()), run.kwargs or {}, **options)
+    return str(sent.id)
+
+
+register_republisher(republish)
