@@ -10,6 +10,12 @@
   unacked hash as its visibility timeout would; AMQP redelivers it by itself); any
   other run is ``FAILED`` naming the lost worker, since Celery will not run it again.
   Nothing is ever copied. Detection never depends on the dead worker's own process.
+- Instances: every worker process has an instance id of its own and beats under it too
+  (``<prefix>:instances:<hostname>``, with the runs it is executing). Two live
+  processes under one name (a common Kubernetes mistake) are told apart, warned about,
+  and never settle each other's runs; a run no live instance of its node claims is lost.
+- An empty Redis (restarted without its data): the next beat registers the worker and
+  its executing runs again; a run Redis forgot entirely is found in the database.
 """
 
 from __future__ import annotations
@@ -17,8 +23,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 import time
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -48,6 +57,76 @@ def _active_key(hostname: str) -> str:
     return f"{keys.prefix()}:active:{hostname}"
 
 
+def _instances_key(hostname: str) -> str:
+    return f"{keys.prefix()}:instances:{hostname}"
+
+
+def _machine() -> str:
+    """This machine (and boot): a pid means something only on the machine it came from."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as boot:
+            return f"{socket.gethostname()}/{boot.read().strip()}"
+    except OSError:
+        return socket.gethostname()
+
+
+# This process: its beats carry it, so two processes under one name stay two.
+INSTANCE = uuid.uuid4().hex[:12]
+MACHINE = _machine()
+# A run may start just before its instance's beat lists it: it counts as unclaimed
+# only if it last changed this long before every live instance's last beat.
+CLAIM_MARGIN = 2.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Instance:
+    """One process beating under a worker's name."""
+
+    id: str
+    pid: int
+    machine: str
+    beat: float  # the Redis clock
+    active: frozenset[str]
+
+    @classmethod
+    def parse(cls, id: str, raw: str | bytes) -> Instance | None:
+        try:
+            data = json.loads(raw)
+            return cls(
+                id=id, pid=int(data["pid"]), machine=str(data["machine"]),
+                beat=float(data["beat"]), active=frozenset(map(str, data["active"])),
+            )  # fmt: skip
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def dead_here(self) -> bool:
+        """Certainly gone: it ran on this machine and its pid is not alive (or is ours)."""
+        if self.id == INSTANCE or self.machine != MACHINE:
+            return False
+        if self.pid == os.getpid():
+            return True
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+        return False
+
+
+def instances(client: redis.Redis, hostname: str) -> list[Instance]:
+    stored: Any = client.hgetall(_instances_key(hostname))
+    found = (Instance.parse(k.decode(), v) for k, v in stored.items())
+    return [i for i in found if i is not None]
+
+
+def _executing() -> list[str]:
+    """The runs this worker's pool is executing (Celery's own bookkeeping)."""
+    from celery.worker import state
+
+    return sorted({str(r.id) for r in list(state.active_requests)})
+
+
 @dataclass(frozen=True, kw_only=True)
 class WorkerInfo:
     hostname: str
@@ -58,6 +137,7 @@ class WorkerInfo:
     last_seen: datetime | None
     online: bool
     active_runs: tuple[str, ...]
+    live_instances: int = 1  # more than one: processes share the name (a mistake)
 
 
 def redis_now(client: redis.Redis) -> float:
@@ -77,10 +157,13 @@ def list_workers() -> list[WorkerInfo]:
     for hostname, _ in beats:
         pipe.hgetall(_worker_key(hostname.decode()))
         pipe.smembers(_active_key(hostname.decode()))
+        pipe.hgetall(_instances_key(hostname.decode()))
     replies = pipe.execute()
     workers = []
     for index, (hostname, seen) in enumerate(beats):
-        raw = {k.decode(): v.decode() for k, v in replies[2 * index].items()}
+        raw = {k.decode(): v.decode() for k, v in replies[3 * index].items()}
+        found = (Instance.parse(k.decode(), v) for k, v in replies[3 * index + 2].items())
+        live = sum(1 for i in found if i is not None and now - i.beat < lost_after)
         workers.append(
             WorkerInfo(
                 hostname=hostname.decode(),
@@ -90,16 +173,30 @@ def list_workers() -> list[WorkerInfo]:
                 started_at=to_datetime(raw.get("started_at")),
                 last_seen=to_datetime(repr(seen)),
                 online=now - seen < lost_after,
-                active_runs=tuple(sorted(r.decode() for r in replies[2 * index + 1])),
+                active_runs=tuple(sorted(r.decode() for r in replies[3 * index + 1])),
+                live_instances=live,
             )
         )
     return workers
 
 
-def beat(hostname: str, *, concurrency: int, queues: list[str], started_at: float) -> None:
+def beat(
+    hostname: str,
+    *,
+    concurrency: int,
+    queues: list[str],
+    started_at: float,
+    instance: str = INSTANCE,
+    active: Iterable[str] = (),
+) -> bool:
+    """Say this process is alive, with the runs it is executing; return whether Redis
+    had forgotten this worker (restarted empty, or the worker's first beat)."""
     client = get_redis()
     now = redis_now(client)
+    executing = sorted(active)
+    ttl = int(settings.STREAM_TTL)
     pipe = client.pipeline(transaction=False)
+    pipe.exists(_worker_key(hostname))
     pipe.hset(
         _worker_key(hostname),
         mapping={
@@ -109,11 +206,39 @@ def beat(hostname: str, *, concurrency: int, queues: list[str], started_at: floa
             "queues": ",".join(queues),
             "started_at": stamp(started_at),
             "last_seen": stamp(now),
+            "instance": instance,
         },
     )
-    pipe.expire(_worker_key(hostname), int(settings.STREAM_TTL))
+    pipe.expire(_worker_key(hostname), ttl)
     pipe.zadd(_workers_key(), {hostname: now})
-    pipe.execute()
+    mine = {"pid": os.getpid(), "machine": MACHINE, "beat": now, "active": executing}
+    pipe.hset(_instances_key(hostname), instance, json.dumps(mine))
+    pipe.expire(_instances_key(hostname), ttl)
+    known = pipe.execute()[0]
+    if not known and executing:
+        # Redis forgot this worker (restarted empty): its runs count as executing here
+        # again, so they are settled if this node dies now.
+        client.sadd(_active_key(hostname), *executing)
+    _warn_of_namesakes(client, hostname, instance, now)
+    return not known
+
+
+_warned: set[str] = set()
+
+
+def _warn_of_namesakes(client: redis.Redis, hostname: str, instance: str, now: float) -> None:
+    """Another live process beats under this name: say so loudly, once per process."""
+    for other in instances(client, hostname):
+        if other.id == instance or other.id in _warned:
+            continue
+        if now - other.beat < float(settings.LOST_AFTER) and not other.dead_here():
+            _warned.add(other.id)
+            logger.error(
+                "tasktrail: another live worker process uses the name %s (pid %d on %s): "
+                "Celery and tasktrail then cannot tell the two apart. Give every worker "
+                "a unique name (celery worker -n NAME@%%h, or the pod's name).",
+                hostname, other.pid, other.machine.split("/")[0],
+            )  # fmt: skip
 
 
 def _rerunnable(task_name: str) -> bool:
@@ -123,33 +248,81 @@ def _rerunnable(task_name: str) -> bool:
     return bool(task is not None and getattr(task, "acks_late", False))
 
 
-def settle_lost_runs(*, me: str = "") -> int:
-    """Settle the runs of workers silent for ``LOST_AFTER`` seconds; return how many."""
+def settle_lost_runs(*, me: str = "", forgotten: bool = False) -> int:
+    """Settle the runs no live process executes; return how many.
+
+    A run counts as lost when its node's active set holds it, its record says RUNNING on
+    that node, no instance of the node that beat within ``LOST_AFTER`` claims it, and it
+    last changed before every such instance's last beat (so each had a chance to claim
+    it). With no live instance left, that is every run of the node, as before.
+    ``forgotten``: Redis lost its data lately, so look in the database for runs no
+    active set names any more."""
+    del me  # kept for callers: a node's own runs are judged by the same rule
     client = get_redis()
-    cutoff = redis_now(client) - float(settings.LOST_AFTER)
-    silent: Any = client.zrangebyscore(_workers_key(), "-inf", cutoff)
+    now = redis_now(client)
+    lost_after = float(settings.LOST_AFTER)
+    names: Any = client.zrange(_workers_key(), 0, -1, withscores=True)
     settled = 0
-    for raw_name in silent:
+    for raw_name, seen in names:
         hostname = raw_name.decode()
-        if hostname == me:
-            continue
-        # One settler per lost worker, even with many peers checking at once.
-        if not client.set(f"{keys.prefix()}:settling:{hostname}", me or "?", nx=True, ex=120):
-            continue
-        runs: Any = client.smembers(_active_key(hostname))
-        for run_id in sorted(r.decode() for r in runs):
-            settled += _settle(run_id, hostname)
-        client.delete(_active_key(hostname))
-        client.zrem(_workers_key(), hostname)
+        settled += _settle_node(client, hostname, now, silent=now - seen >= lost_after)
+    if forgotten:
+        settled += _settle_forgotten(client, {n.decode() for n, _ in names}, now)
     return settled
 
 
-def _settle(run_id: str, hostname: str) -> int:
-    """Settle one run of a lost worker: hand its message back, or fail it."""
-    raw: Any = get_redis().hmget(keys.run_hash(run_id), "status", "task", "worker")
-    status, task, worker = (v.decode() if v else "" for v in raw)
+def _settle_node(client: redis.Redis, hostname: str, now: float, *, silent: bool) -> int:
+    lost_after = float(settings.LOST_AFTER)
+    known = instances(client, hostname)
+    live = [i for i in known if now - i.beat < lost_after and not silent and not i.dead_here()]
+    runs: Any = client.smembers(_active_key(hostname))
+    claimed = frozenset().union(*(i.active for i in live))
+    unclaimed = sorted(r.decode() for r in runs if r.decode() not in claimed)
+    gone = [i.id for i in known if i not in live]
+    if not silent and not live:
+        return 0  # beating, but no instance says what it runs (an older version): trust it
+    if not unclaimed and not silent:
+        if gone:
+            client.hdel(_instances_key(hostname), *gone)
+        return 0
+    horizon = min((i.beat for i in live), default=now) - CLAIM_MARGIN if live else None
+    # One settler per node and round, even with many peers checking at once.
+    if not client.set(f"{keys.prefix()}:settling:{hostname}", INSTANCE, nx=True, ex=30):
+        return 0
+    try:
+        settled = sum(_settle(run_id, hostname, before=horizon) for run_id in unclaimed)
+        if not live:
+            client.delete(_active_key(hostname), _instances_key(hostname))
+            client.zrem(_workers_key(), hostname)
+        elif gone:
+            client.hdel(_instances_key(hostname), *gone)
+    finally:
+        client.delete(f"{keys.prefix()}:settling:{hostname}")
+    return settled
+
+
+def _run_state(run_id: str) -> tuple[str, str, str, int]:
+    """Status, task, worker and version of a run: its hot record, or, when Redis
+    forgot it (restarted empty), its database row."""
+    raw: Any = get_redis().hmget(keys.run_hash(run_id), "status", "task", "worker", "version")
+    if raw[0] is not None:
+        status, task, worker, version = (v.decode() if v else "" for v in raw)
+        return status, task, worker, int(version or 0)
+    from .models import TaskRun
+
+    row = TaskRun.objects.filter(pk=run_id).values_list("status", "task", "worker", "version")
+    found = row.first()
+    return found if found is not None else ("", "", "", 0)
+
+
+def _settle(run_id: str, hostname: str, *, before: float | None = None) -> int:
+    """Settle one run of a lost worker: hand its message back, or fail it. ``before``:
+    only if the run last changed before then (Redis clock; versions are its microseconds)."""
+    status, task, worker, version = _run_state(run_id)
     if status != Status.RUNNING or worker != hostname:
         return 0  # already finished, or picked up again elsewhere
+    if before is not None and version / 1_000_000 >= before:
+        return 0  # started after a live instance's last beat: it may be that one's
     if _rerunnable(task):
         # acks_late: the broker still holds the original message, with its chain, links
         # and options. It goes back to its queue once, as Celery would have it do; a
@@ -163,12 +336,41 @@ def _settle(run_id: str, hostname: str) -> int:
                 status=Status.READY,
                 fields={"worker": "", "reason": "lost"},
                 events=[("state", {"run": run_id, "at": time.time(), "reason": handed_back})],
+                create={"id": run_id},
             )
             logger.warning("tasktrail: run %s lost with worker %s: %s", run_id, hostname,
                            handed_back)  # fmt: skip
             return 1
     _fail_lost(run_id, hostname)
     return 1
+
+
+FORGOTTEN_BATCH = 500
+
+
+def _settle_forgotten(client: redis.Redis, names: set[str], now: float) -> int:
+    """Runs RUNNING in the database on a node Redis does not know (it restarted empty,
+    and the node died before it beat again): no active set names them any more."""
+    from django.db import DatabaseError
+
+    from .models import TaskRun
+
+    cutoff = (now - float(settings.LOST_AFTER)) * 1_000_000
+    try:
+        rows = list(
+            TaskRun.objects.filter(status=Status.RUNNING, version__lt=cutoff)
+            .exclude(worker="")
+            .exclude(worker__in=names)
+            .values_list("id", "worker")[:FORGOTTEN_BATCH]
+        )
+    except DatabaseError:
+        return 0  # the database is down: the next round looks again
+    settled = 0
+    for run_id, worker in rows:
+        if client.exists(_worker_key(worker)):
+            continue  # it beat meanwhile
+        settled += _settle(run_id, worker, before=now - float(settings.LOST_AFTER))
+    return settled
 
 
 def redeliver(run_id: str) -> str | None:
@@ -228,16 +430,29 @@ def _fail_lost(run_id: str, hostname: str) -> None:
 def prepare(hostname: str) -> None:
     """Before this worker consumes anything: load the cancellations (so a run cancelled
     while no worker was online never starts here), and settle the runs of a previous
-    process that had this name and did not stop cleanly (it cannot be running them)."""
+    process that had this name and did not stop cleanly (it cannot be running them).
+    A process under this name that may still be alive is left alone, and named."""
     load_cancels()
     try:
         client = get_redis()
-        if client.exists(_worker_key(hostname)):
-            runs: Any = client.smembers(_active_key(hostname))
-            settled = sum(_settle(run_id.decode(), hostname) for run_id in sorted(runs))
-            client.delete(_active_key(hostname))
-            if settled:
-                logger.warning("tasktrail: settled %d runs of the previous %s", settled, hostname)
+        if not client.exists(_worker_key(hostname)):
+            return
+        now = redis_now(client)
+        known = instances(client, hostname)
+        dead = [i.id for i in known if i.dead_here()]
+        if dead:
+            client.hdel(_instances_key(hostname), *dead)
+        others = [
+            i for i in known if i.id not in dead and now - i.beat < float(settings.LOST_AFTER)
+        ]
+        if others:
+            _warn_of_namesakes(client, hostname, INSTANCE, now)
+            return  # the settler decides, by what each live instance claims
+        runs: Any = client.smembers(_active_key(hostname))
+        settled = sum(_settle(run_id.decode(), hostname) for run_id in sorted(runs))
+        client.delete(_active_key(hostname))
+        if settled:
+            logger.warning("tasktrail: settled %d runs of the previous %s", settled, hostname)
     except redis.RedisError as exc:
         logger.warning("tasktrail: could not settle the previous %s's runs: %s", hostname, exc)
 
@@ -278,15 +493,22 @@ class WorkerServices(threading.Thread):
             target=self._follow_cancels, name="tasktrail-cancels", daemon=True
         )
         self._follower.start()
+        beaten, scan_until = False, 0.0
         while not self.stopping.is_set():
             try:
-                beat(
+                forgot = beat(
                     self.hostname,
                     concurrency=self.concurrency,
                     queues=self.queues,
                     started_at=self.started_at,
+                    active=_executing(),
                 )
-                settle_lost_runs(me=self.hostname)
+                if forgot and beaten:
+                    # Redis restarted empty: for a while, also look for runs of nodes
+                    # that died before they could register again.
+                    scan_until = time.monotonic() + 3 * float(settings.LOST_AFTER)
+                beaten = True
+                settle_lost_runs(me=self.hostname, forgotten=time.monotonic() < scan_until)
                 sweep.sweep()
             except redis.RedisError as exc:
                 logger.warning("tasktrail: heartbeat failed: %s", exc)
@@ -295,8 +517,10 @@ class WorkerServices(threading.Thread):
             self.stopping.wait(float(settings.HEARTBEAT_INTERVAL))
         try:
             client = get_redis()
-            client.zrem(_workers_key(), self.hostname)  # a clean stop is not a loss
-            client.delete(_worker_key(self.hostname))
+            client.hdel(_instances_key(self.hostname), INSTANCE)
+            if not client.hlen(_instances_key(self.hostname)):
+                client.zrem(_workers_key(), self.hostname)  # a clean stop is not a loss
+                client.delete(_worker_key(self.hostname))
         except redis.RedisError:
             pass
 

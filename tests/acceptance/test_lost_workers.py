@@ -16,10 +16,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,8 +36,11 @@ from tasktrail.workers import redeliver, settle_lost_runs
 from tests.acceptance.conftest import (
     HEARTBEAT,
     LOST_AFTER,
+    ROOT,
+    Worker,
     Workers,
     broker_client,
+    child_env,
     prefix,
     record_figure,
     redis_client,
@@ -263,3 +269,95 @@ def test_a_lost_run_whose_message_was_acknowledged_is_failed_not_copied() -> Non
     from celery.result import AsyncResult
 
     assert AsyncResult(run.id).state == "FAILURE"
+
+
+def _hold(queue: str, hold: float) -> Trial:
+    key = uuid.uuid4().hex
+    return Trial(key, False, enqueue(once, key, hold, queue=queue))
+
+
+def test_two_live_workers_under_one_name_never_settle_each_other(workers: Workers) -> None:
+    """Two processes started with one -n (issue 11, item 17): neither settles the
+    other's runs while both live, the second says so loudly, and when one dies its run
+    is settled while its namesake's keeps running to its end."""
+    name = f"acc-twin-{uuid.uuid4().hex[:6]}@acceptance"
+    first = workers.start("twin-a", hostname=name, concurrency=1)
+    a = _hold(first.queues[0], HOLD)  # killed with its node below
+    wait_running([a])
+    second = workers.start("twin-b", hostname=name, concurrency=1)
+    b = _hold(second.queues[0], 25.0)
+    wait_running([b])
+    time.sleep(2 * LOST_AFTER + 4 * HEARTBEAT)  # every settler round had its chance
+    assert get_run(a.run.id).status == Status.RUNNING
+    assert get_run(b.run.id).status == Status.RUNNING
+    assert f"another live worker process uses the name {name}" in second.log.read_text()
+    first.kill_node()
+    lost = eventually(
+        lambda: (run := get_run(a.run.id)).is_finished and run, timeout=LOST_AFTER + 10
+    )
+    assert lost.status == Status.FAILED and lost.error is not None
+    assert lost.error.type == WORKER_LOST_TASKTRAIL
+    assert get_run(b.run.id).status == Status.RUNNING  # its namesake's run goes on
+    done = wait_finished([b], timeout=30)[b.run.id]
+    assert (done.status, done.result) == (Status.SUCCESSFUL, 1)
+    assert (a.executions, b.executions) == (1, 1)
+
+
+def _node(name: str, queue: str, env: dict[str, str], log: Any) -> Worker:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "tests.acceptance.celery_app", "worker",
+         "-P", "prefork", "-c", "1", "-l", "warning", "-n", name, "-Q", queue,
+         "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    return Worker(name, [queue], process, Path(log.name))
+
+
+def test_lost_workers_are_found_after_redis_restarts_empty(
+    tmp_path: Path, transactional_db: None
+) -> None:
+    """Tracking Redis restarts empty under running runs (issue 11, item 3): a node that
+    beats once more registers its runs again, so its death is seen; a node that died
+    while Redis was down is found through the database. Both runs end FAILED WorkerLost
+    instead of RUNNING for ever."""
+    from tests.test_outage import PrivateRedis
+
+    private = PrivateRedis(tmp_path)
+    private.start()
+    own = f"{prefix()}-empty-{uuid.uuid4().hex[:6]}"
+    env = {**child_env(), "TASKTRAIL_TEST_REDIS": private.url, "TASKTRAIL_TEST_PREFIX": own}
+    tag = uuid.uuid4().hex[:6]
+    nodes: list[Worker] = []
+    log = (tmp_path / "workers.log").open("ab")
+    tasktrail = {**settings.TASKTRAIL, "REDIS_URL": private.url, "KEY_PREFIX": own}
+    try:
+        with override_settings(TASKTRAIL=tasktrail):
+            for role in ("beats-again", "dies-in-outage", "settler"):
+                nodes.append(_node(f"acc-{role}-{tag}@acceptance", f"{own}-{role}", env, log))
+            beats_again, dies_in_outage, _ = nodes
+            eventually(lambda: redis_client().zcard(f"{own}:workers") == 3, timeout=60)
+            runs = [enqueue(once, uuid.uuid4().hex, HOLD, queue=n.queues[0]) for n in nodes[:2]]
+            ids = [r.id for r in runs]
+            eventually(  # the flusher wrote them: the database knows them as RUNNING
+                lambda: TaskRun.objects.filter(pk__in=ids, status=Status.RUNNING).count() == 2,
+                timeout=60,
+            )
+            private.kill()
+            dies_in_outage.kill_node()
+            private.start()  # back, and empty
+            time.sleep(4 * HEARTBEAT)  # one node beats again, with its running run
+            beats_again.kill_node()
+            eventually(
+                lambda: TaskRun.objects.filter(pk__in=ids, status=Status.FAILED).count() == 2,
+                timeout=3 * LOST_AFTER + 20,
+            )
+            for run_id, node in zip(ids, nodes, strict=False):
+                row = TaskRun.objects.get(pk=run_id)
+                assert row.error_type == WORKER_LOST_TASKTRAIL
+                assert node.hostname in row.error_message
+    finally:
+        for node in nodes:
+            node.stop()
+        log.close()
+        if private.process is not None and private.process.poll() is None:
+            private.kill()
