@@ -5,6 +5,15 @@ channel while someone listens to it and hands each message, parsed once, to ever
 listener. The number of Redis connections does not grow with the number of
 clients, and nothing polls. If the subscription breaks, every listener is told to
 resynchronise from the Redis stream, so no event is lost.
+
+:meth:`Hub.listen` returns only once Redis has *confirmed* the channel's
+subscription: a stream reads its backlog after that, so an event is either in what
+it reads or on its queue (never in neither).
+
+Streams protect each other: handing a message to a listener never waits, each
+listener's queue is bounded, and a client whose write is stuck is cut off (its
+stream's task is cancelled) once its queue overflows or after
+:data:`WRITE_TIMEOUT`, so it holds nothing the others need.
 """
 
 from __future__ import annotations
@@ -23,7 +32,14 @@ from .events import Frame
 
 logger = logging.getLogger("tasktrail")
 
-QUEUE_SIZE = 1024
+QUEUE_SIZE = 256
+# A client whose socket accepted nothing for this long is gone for practical purposes.
+WRITE_TIMEOUT = 30.0
+SWEEP_EVERY = 1.0
+# A channel nobody listens to stays subscribed this long: a burst of reconnecting
+# clients does not resubscribe each time.
+IDLE_CHANNEL = 30.0
+SUBSCRIBE_TIMEOUT = 10.0
 
 
 class Resync:
@@ -37,31 +53,62 @@ RESYNC = Resync()
 class Listener:
     channel: str
     queue: asyncio.Queue[Frame | Resync] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
+    # The task writing this stream to its client, and since when a write is pending.
+    task: asyncio.Task[object] | None = None
+    writing_since: float | None = None
+    cut: bool = False
 
     def deliver(self, item: Frame | Resync) -> None:
+        if self.cut:
+            return
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
-            # A slow client: drop what it has queued and let it re-read the stream.
+            if self.writing_since is not None:
+                self.cut_off("its buffer is full while a write waits")
+                return
+            # A slow but moving client: drop what it has queued and let it re-read.
             while not self.queue.empty():
                 self.queue.get_nowait()
             self.queue.put_nowait(RESYNC)
+
+    def cut_off(self, why: str) -> None:
+        """End the stream: cancel the task blocked writing to the client."""
+        if self.cut or self.task is None:
+            return
+        self.cut = True
+        logger.info("tasktrail: cut off a stream client on %s: %s", self.channel, why)
+        self.task.cancel()
 
 
 class Hub:
     def __init__(self) -> None:
         self.listeners: dict[str, set[Listener]] = {}
-        self._pubsub = get_async_redis().pubsub(ignore_subscribe_messages=True)
+        self._pubsub = get_async_redis().pubsub()
         self._reader: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._home = f"{keys.prefix()}:ch:hub"  # keeps the connection in subscribed mode
         self._starting = asyncio.Lock()
+        # Per channel: resolved when Redis confirms the subscription.
+        self._subscribed: dict[str, asyncio.Future[None]] = {}
+        self._idle_since: dict[str, float] = {}
 
-    async def listen(self, channel: str) -> Listener:
-        listener = Listener(channel)
-        subscribers = self.listeners.setdefault(channel, set())
-        subscribers.add(listener)
-        if len(subscribers) == 1:
+    async def listen(self, listener: Listener) -> Listener:
+        """Register a listener; return once the channel's subscription is confirmed."""
+        channel = listener.channel
+        self.listeners.setdefault(channel, set()).add(listener)
+        self._idle_since.pop(channel, None)
+        confirmed = self._subscribed.get(channel)
+        if confirmed is None:
+            confirmed = self._subscribed[channel] = asyncio.get_running_loop().create_future()
             await self._subscribe(channel)
+        try:
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+                await asyncio.shield(confirmed)
+        except TimeoutError:
+            # Redis is slow or away: the reader's reconnect resynchronises every
+            # listener once it is back, so the stream still misses nothing.
+            logger.warning("tasktrail: subscription to %s not confirmed yet", channel)
         return listener
 
     async def unlisten(self, listener: Listener) -> None:
@@ -71,9 +118,7 @@ class Hub:
         subscribers.discard(listener)
         if not subscribers:
             del self.listeners[listener.channel]
-            # On failure the reader's reconnect resubscribes only what is still listened to.
-            with contextlib.suppress(redis.RedisError, OSError):
-                await self._pubsub.unsubscribe(listener.channel)
+            self._idle_since[listener.channel] = asyncio.get_running_loop().time()
 
     async def _subscribe(self, channel: str) -> None:
         # One reader per connection: without the lock, streams opening together would
@@ -81,13 +126,22 @@ class Hub:
         async with self._starting:
             if self._reader is None or self._reader.done():
                 await self._pubsub.subscribe(self._home)
-                self._reader = asyncio.get_running_loop().create_task(
-                    self._read(), name="tasktrail-hub"
-                )
+                loop = asyncio.get_running_loop()
+                self._reader = loop.create_task(self._read(), name="tasktrail-hub")
+                self._sweeper = loop.create_task(self._sweep(), name="tasktrail-hub-sweep")
         try:
             await self._pubsub.subscribe(channel)
         except (redis.RedisError, OSError) as exc:
             logger.warning("tasktrail: could not subscribe to %s: %s", channel, exc)
+            # Do not keep openers waiting: the reader's reconnect subscribes again and
+            # tells every listener to resynchronise from the stream.
+            self._confirmed(channel)
+            self._subscribed.pop(channel, None)
+
+    def _confirmed(self, channel: str) -> None:
+        confirmed = self._subscribed.get(channel)
+        if confirmed is not None and not confirmed.done():
+            confirmed.set_result(None)
 
     async def _read(self) -> None:
         backoff = 0.1
@@ -99,13 +153,19 @@ class Hub:
                 # RuntimeError: redis-py has no connection after a failed reconnect.
                 logger.warning("tasktrail: event subscriber lost Redis (%s); reconnecting", exc)
                 self._broadcast_resync()
+                self._stop_waiting()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 await self._reconnect()
                 continue
-            if message is None or message.get("type") != "message":
+            if message is None:
                 continue
             channel = message["channel"].decode()
+            if message.get("type") == "subscribe":
+                self._confirmed(channel)
+                continue
+            if message.get("type") != "message":
+                continue
             subscribers = self.listeners.get(channel)
             if not subscribers:
                 continue
@@ -117,15 +177,47 @@ class Hub:
             for listener in tuple(subscribers):
                 listener.deliver(frame)
 
+    async def _sweep(self) -> None:
+        """Cut off clients whose writes are stuck; drop channels nobody listens to."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_EVERY)
+            now = loop.time()
+            for subscribers in tuple(self.listeners.values()):
+                for listener in tuple(subscribers):
+                    since = listener.writing_since
+                    if since is not None and now - since > WRITE_TIMEOUT:
+                        listener.cut_off(f"no write completed for {WRITE_TIMEOUT:.0f} s")
+            for channel, since in tuple(self._idle_since.items()):
+                confirmed = self._subscribed.get(channel)
+                if now - since < IDLE_CHANNEL or confirmed is None or not confirmed.done():
+                    continue
+                del self._idle_since[channel], self._subscribed[channel]
+                # On failure the reader's reconnect resubscribes only what is listened to.
+                with contextlib.suppress(redis.RedisError, OSError):
+                    await self._pubsub.unsubscribe(channel)
+
     async def _reconnect(self) -> None:
         with contextlib.suppress(redis.RedisError, OSError):
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
-        self._pubsub = get_async_redis().pubsub(ignore_subscribe_messages=True)
+        self._pubsub = get_async_redis().pubsub()
+        self._idle_since.clear()
+        for channel in tuple(self._subscribed):
+            if channel not in self.listeners:
+                del self._subscribed[channel]
         try:
             await self._pubsub.subscribe(self._home, *self.listeners)
             self._broadcast_resync()  # events published while we were away are in the streams
         except (redis.RedisError, OSError) as exc:
             logger.warning("tasktrail: Redis still unreachable: %s", exc)
+
+    def _stop_waiting(self) -> None:
+        """No opener waits for a confirmation through an outage: once the reader is
+        back, every listener resynchronises from the stream anyway."""
+        for channel, confirmed in tuple(self._subscribed.items()):
+            if not confirmed.done():
+                confirmed.set_result(None)
+                del self._subscribed[channel]
 
     def _broadcast_resync(self) -> None:
         for subscribers in self.listeners.values():

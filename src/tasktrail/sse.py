@@ -1,19 +1,26 @@
 """Server-Sent Events: a resumable stream of one Redis event stream.
 
-The generator registers with the process hub *before* reading the backlog, so an
-event published in between is both in the backlog and on the queue; ids are
-monotonic, and anything not newer than the last id sent is skipped. The stream
-stops when the client goes away (the ASGI server cancels it) or after the
-terminal state.
+The generator registers with the process hub, which returns once Redis has
+confirmed the subscription, *before* reading the backlog: an event published in
+between is both in the backlog and on the queue; ids are monotonic, and anything
+not newer than the last id sent is skipped. The stream stops when the client goes
+away, after the terminal state, or when the client cannot keep up (the hub cuts it
+off; it resumes with ``Last-Event-ID``).
+
+Events go out in batches (one write per backlog page or per wake-up, not one per
+event), and the response yields to the event loop after each write, so a client
+that went away is noticed before the next write instead of after hundreds.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
+import django
 import redis
+from django.core.exceptions import RequestAborted
 from django.http import StreamingHttpResponse
 
 from .connection import get_async_redis
@@ -21,14 +28,107 @@ from .events import Frame
 from .hub import Listener, Resync, get_hub
 
 BACKLOG_CHUNK = 500
+WRITE_BYTES = 64 * 1024  # one write per this much (Django's ASGI chunk size)
+# Django 6 runs the response in a TaskGroup: a cut must surface as RequestAborted there;
+# Django 5.2 swallows the CancelledError of a send itself.
+_ABORT_AS_REQUEST_ABORTED = django.VERSION >= (6, 0)
+
+Opening = Callable[[], Awaitable[tuple[list[bytes], str | None, bool]]]
+T = TypeVar("T")
+
+
+class EventStream:
+    """The body of a stream: an async iterator that knows its hub listener."""
+
+    def __init__(self, listener: Listener, body: AsyncIterator[bytes]) -> None:
+        self.listener = listener
+        self._body = body
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await self._body.__anext__()
+
+    async def aclose(self) -> None:
+        await self._body.aclose()  # type: ignore[attr-defined]
+
+
+class EventStreamResponse(StreamingHttpResponse):
+    """Times each write to the client (the hub cuts off a client whose write is stuck)
+    and closes the stream, releasing its listener, the moment the response ends."""
+
+    listener: Listener | None = None
+    body: EventStream | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        listener, task = self.listener, asyncio.current_task()
+        clock = asyncio.get_running_loop().time
+        if listener is not None:
+            listener.task = task
+        try:
+            async for part in self.streaming_content:  # type: ignore[union-attr]
+                if listener is not None:
+                    listener.writing_since = clock()
+                yield part
+                if listener is not None:
+                    listener.writing_since = None
+                await asyncio.sleep(0)  # a lost connection is noticed before the next write
+        finally:
+            if self.body is not None:
+                await self.body.aclose()
+            if listener is not None and listener.cut and _ABORT_AS_REQUEST_ABORTED and task:
+                task.uncancel()
+                raise RequestAborted("the client could not keep up")
 
 
 def sse_response(body: AsyncIterator[bytes]) -> StreamingHttpResponse:
     """A ``text/event-stream`` response that proxies pass through unbuffered."""
-    response = StreamingHttpResponse(body, content_type="text/event-stream")
+    response = EventStreamResponse(body, content_type="text/event-stream")
+    if isinstance(body, EventStream):
+        response.listener, response.body = body.listener, body
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
     return response
+
+
+class SharedReads:
+    """Concurrent openers of one stream share one Redis read of it.
+
+    An opener joins only a read that has not started yet, so every read starts after
+    each of its openers registered with the hub: sharing never opens a gap."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, asyncio.Future[Any]] = {}
+
+    async def read(self, key: str, fetch: Callable[[], Awaitable[T]]) -> T:
+        pending = self._waiting.get(key)
+        if pending is None:
+            pending = self._waiting[key] = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().create_task(self._run(key, pending, fetch))
+        return await asyncio.shield(pending)
+
+    async def _run(self, key: str, pending: asyncio.Future[Any], fetch: Callable[[], Any]) -> None:
+        await asyncio.sleep(0)  # openers arriving in this tick join
+        del self._waiting[key]
+        try:
+            pending.set_result(await fetch())
+        except Exception as exc:  # handed to every opener
+            pending.set_exception(exc)
+        if not pending.cancelled():
+            pending.exception()  # retrieved: no "never retrieved" warning when all left
+
+
+_shared: dict[asyncio.AbstractEventLoop, SharedReads] = {}
+
+
+def shared_reads() -> SharedReads:
+    loop = asyncio.get_running_loop()
+    reads = _shared.get(loop)
+    if reads is None:
+        _shared.clear()  # a loop of the past (tests) is gone
+        reads = _shared[loop] = SharedReads()
+    return reads
 
 
 async def read_after(stream: str, last: str | None, count: int = BACKLOG_CHUNK) -> list[Frame]:
@@ -43,26 +143,41 @@ async def read_tail(stream: str, count: int) -> list[Frame]:
     return [Frame.from_entry(entry_id, values) for entry_id, values in reversed(entries)]
 
 
-async def event_stream(
+def event_stream(
     *,
     stream: str,
     channel: str,
     last_id: str | None,
-    opening: Callable[[], Awaitable[tuple[list[bytes], str | None, bool]]] | None,
+    opening: Opening | None,
     visible: Callable[[Frame], bool] = lambda frame: True,
     stops: Callable[[Frame], bool] = lambda frame: frame.is_terminal,
     keepalive: float = 15.0,
     over: bool = False,
-) -> AsyncIterator[bytes]:
-    """Yield SSE bytes: the opening (snapshot) or the missed backlog, then live events.
+) -> EventStream:
+    """SSE bytes: the opening (snapshot) or the missed backlog, then live events.
 
     ``opening`` returns the frames to send first, the id they bring the client to,
     and whether the stream is already over (a finished run). ``over=True`` says so up
     front: a resumed client gets the backlog, or (if Redis no longer has it) the final
     snapshot, and the stream ends instead of waiting for events that will never come.
     """
+    listener = Listener(channel)
+    body = _stream(stream, listener, last_id, opening, visible, stops, keepalive, over)
+    return EventStream(listener, body)
+
+
+async def _stream(
+    stream: str,
+    listener: Listener,
+    last_id: str | None,
+    opening: Opening | None,
+    visible: Callable[[Frame], bool],
+    stops: Callable[[Frame], bool],
+    keepalive: float,
+    over: bool,
+) -> AsyncIterator[bytes]:
     hub = get_hub()
-    listener = await hub.listen(channel)
+    await hub.listen(listener)
     try:
         yield b"retry: 2000\n\n"
         async for chunk in _events(
@@ -77,11 +192,33 @@ async def event_stream(
         await hub.unlisten(listener)
 
 
+def _batches(frames: Iterable[Frame], visible: Callable[[Frame], bool]) -> Iterable[bytes]:
+    """The visible frames' bytes, joined into writes of about :data:`WRITE_BYTES`."""
+    batch: list[bytes] = []
+    size = 0
+    for frame in frames:
+        if visible(frame):
+            batch.append(frame.sse)
+            size += len(frame.sse)
+            if size >= WRITE_BYTES:
+                yield b"".join(batch)
+                batch, size = [], 0
+    if batch:
+        yield b"".join(batch)
+
+
+def _upto_stop(frames: list[Frame], stops: Callable[[Frame], bool]) -> tuple[list[Frame], bool]:
+    for index, frame in enumerate(frames):
+        if stops(frame):
+            return frames[: index + 1], True
+    return frames, False
+
+
 async def _events(
     stream: str,
     listener: Listener,
     last_id: str | None,
-    opening: Callable[[], Awaitable[tuple[list[bytes], str | None, bool]]] | None,
+    opening: Opening | None,
     visible: Callable[[Frame], bool],
     stops: Callable[[Frame], bool],
     keepalive: float,
@@ -95,11 +232,11 @@ async def _events(
         if finished:
             return
     if last is not None:
-        async for frame in _backlog(stream, last):
-            last = frame.id
-            if visible(frame):
-                yield frame.sse
-            if stops(frame):
+        async for frames, stopped in _backlog(stream, last, stops):
+            last = frames[-1].id
+            for chunk in _batches(frames, visible):
+                yield chunk
+            if stopped:
                 return
     if over:
         if opening is not None and last_id is not None:
@@ -111,32 +248,48 @@ async def _events(
     while True:
         try:
             async with asyncio.timeout(keepalive):  # no task per event, unlike wait_for
-                item = await listener.queue.get()
+                first = await listener.queue.get()
         except TimeoutError:
             yield b": keep-alive\n\n"
             continue
-        if isinstance(item, Resync):
-            async for frame in _backlog(stream, last or "0-0"):
-                last, order = frame.id, frame.order
-                if visible(frame):
-                    yield frame.sse
-                if stops(frame):
-                    return
-            continue
-        if item.order <= order:
-            continue  # already sent from the backlog
-        last, order = item.id, item.order
-        if visible(item):
-            yield item.sse
-        if stops(item):
+        items = [first]
+        while not listener.queue.empty() and len(items) < BACKLOG_CHUNK:
+            items.append(listener.queue.get_nowait())
+        fresh: list[Frame] = []
+        resync = False
+        for item in items:
+            if isinstance(item, Resync):
+                resync = True  # what follows it is in the stream too: read from there
+                break
+            if item.order > order:  # not already sent from the backlog
+                fresh.append(item)
+                order = item.order
+        fresh, stopped = _upto_stop(fresh, stops)
+        if fresh:
+            last = fresh[-1].id
+        for chunk in _batches(fresh, visible):
+            yield chunk
+        if stopped:
             return
+        if resync:
+            async for frames, stopped in _backlog(stream, last or "0-0", stops):
+                last, order = frames[-1].id, frames[-1].order
+                for chunk in _batches(frames, visible):
+                    yield chunk
+                if stopped:
+                    return
 
 
-async def _backlog(stream: str, last: str) -> AsyncIterator[Frame]:
+async def _backlog(
+    stream: str, last: str, stops: Callable[[Frame], bool]
+) -> AsyncIterator[tuple[list[Frame], bool]]:
+    """Pages of events after ``last`` (never empty), up to and including a stop."""
     while True:
         frames = await read_after(stream, last)
-        for frame in frames:
-            yield frame
-        if len(frames) < BACKLOG_CHUNK:
+        if not frames:
+            return
+        frames, stopped = _upto_stop(frames, stops)
+        yield frames, stopped
+        if stopped or len(frames) < BACKLOG_CHUNK:
             return
         last = frames[-1].id

@@ -35,7 +35,7 @@ from .ownership import subject_label
 from .pagination import BadCursor, decode_cursor, page
 from .records import RunData, decode_hash, fields_from_hash, fields_from_model
 from .runs import Run, afind_run
-from .sse import event_stream, read_tail, sse_response
+from .sse import event_stream, read_tail, shared_reads, sse_response
 from .status import Status
 
 SUBJECT_REPLAY = 500
@@ -121,6 +121,7 @@ async def run_events(request: HttpRequest, run_id: str) -> HttpResponseBase:
     if (down := await _redis_down()) is not None:
         return down
     stream = keys.run_stream(run_id)
+    from_start = False
     if last_id is not None:
         newest = await _newest_event_id(stream)
         seen_all = last_id == END_ID or (
@@ -132,14 +133,21 @@ async def run_events(request: HttpRequest, run_id: str) -> HttpResponseBase:
             return HttpResponse(status=204)
         if newest is None or parse_id(newest) < parse_id(last_id):
             last_id = None  # an id this log never gave: start over from the snapshot
+            # An empty log (Redis restarted empty): what lands in it from now on, even
+            # before the snapshot is read, is news to this client.
+            from_start = newest is None
+
+    async def read_snapshot() -> list[Any]:
+        pipe = get_async_redis().pipeline(transaction=True)
+        pipe.hgetall(keys.run_hash(run_id))
+        pipe.xrevrange(stream, count=1)
+        return await pipe.execute()
 
     async def opening() -> tuple[list[bytes], str | None, bool]:
         snapshot, last = run, "0-0"
         try:
-            pipe = get_async_redis().pipeline(transaction=True)
-            pipe.hgetall(keys.run_hash(run_id))
-            pipe.xrevrange(stream, count=1)
-            raw, tail = await pipe.execute()
+            # A burst of openers of one run shares one read (one pooled connection).
+            raw, tail = await shared_reads().read(stream, read_snapshot)
             if raw:
                 snapshot = Run(**fields_from_hash(decode_hash(raw)))
             if tail:
@@ -148,6 +156,8 @@ async def run_events(request: HttpRequest, run_id: str) -> HttpResponseBase:
             pass  # the database's view, then the stream ends and the client retries
         if last == "0-0" and snapshot.is_finished:
             last = END_ID  # the log has expired: this snapshot is the last word
+        elif from_start and not snapshot.is_finished:
+            last = "0-0"
         body = json.dumps({"kind": "state", **_run_json(snapshot, request)}, separators=(",", ":"))
         frame = f"id: {last}\nevent: state\ndata: {body}\n\n".encode()
         return [frame], last, snapshot.is_finished
