@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from . import keys
-from .connection import get_async_redis, get_redis
+from .connection import PoolExhausted, get_async_redis, get_redis
 from .exceptions import RunNotFound
 from .records import RunData, decode_hash, fields_from_hash, fields_from_model
 
@@ -23,7 +23,11 @@ if TYPE_CHECKING:
     from .models import TaskRun
 
 logger = logging.getLogger("tasktrail")
-_REDIS_DOWN = "tasktrail: Redis unreachable, reading run %s from the database: %s"
+_REDIS_DOWN = "tasktrail: %s, reading run %s from the database: %s"
+
+
+def _why(exc: Exception) -> str:
+    return "Redis pool exhausted" if isinstance(exc, PoolExhausted) else "Redis unreachable"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,7 +99,7 @@ def find_run(run_id: str) -> Run | None:
     try:
         raw = get_redis().hgetall(keys.run_hash(run_id))
     except redis.RedisError as exc:
-        logger.warning(_REDIS_DOWN, run_id, exc)
+        logger.warning(_REDIS_DOWN, _why(exc), run_id, exc)
         raw = None
     if raw and b"task" in raw:
         return _from_hash(raw)
@@ -108,7 +112,7 @@ async def afind_run(run_id: str) -> Run | None:
     try:
         raw = await get_async_redis().hgetall(keys.run_hash(run_id))
     except redis.RedisError as exc:
-        logger.warning(_REDIS_DOWN, run_id, exc)
+        logger.warning(_REDIS_DOWN, _why(exc), run_id, exc)
         raw = None
     if raw and b"task" in raw:
         return _from_hash(raw)

@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import redis
-from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -48,6 +47,7 @@ from kombu.exceptions import OperationalError
 
 from .exceptions import TasktrailError
 from .http import json_errors
+from .offload import run_blocking
 
 logger = logging.getLogger("tasktrail")
 
@@ -362,7 +362,7 @@ def webhook_view(
                 raise WebhookRejected(
                     400, "no_event_id", "The delivery carries no usable event id."
                 )
-            run = await sync_to_async(intake.enqueue)(payload, event_id)
+            run = await run_blocking(intake.enqueue, payload, event_id)  # bounded threads
         except WebhookRejected as rejected:
             return rejected.response()
         return JsonResponse(
