@@ -303,10 +303,10 @@ def test_two_live_workers_under_one_name_never_settle_each_other(workers: Worker
     assert (a.executions, b.executions) == (1, 1)
 
 
-def _node(name: str, queue: str, env: dict[str, str], log: Any) -> Worker:
+def _node(name: str, queue: str, env: dict[str, str], log: Any, concurrency: int = 1) -> Worker:
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "tests.acceptance.celery_app", "worker",
-         "-P", "prefork", "-c", "1", "-l", "warning", "-n", name, "-Q", queue,
+         "-P", "prefork", "-c", str(concurrency), "-l", "warning", "-n", name, "-Q", queue,
          "--without-gossip", "--without-mingle", "--without-heartbeat"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
@@ -361,3 +361,48 @@ def test_lost_workers_are_found_after_redis_restarts_empty(
         log.close()
         if private.process is not None and private.process.poll() is None:
             private.kill()
+
+
+def test_soft_shutdown_mid_run_then_a_same_name_restart(tmp_path: Path, workers: Workers) -> None:
+    """Celery 5.5's soft shutdown (worker_soft_shutdown_timeout, SIGTERM remapped to
+    SIGQUIT) cancels runs still executing when it ends; the node restarts under the
+    same name (issue 11, item 17). No run may stay RETRYING or RUNNING, and none may
+    run more often than Celery alone runs it."""
+    (tmp_path / "soft_settings.py").write_text(
+        "from tests.acceptance.settings_acceptance import *  # noqa\n"
+        "CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = 1.0\n"
+    )
+    name = f"acc-soft-{uuid.uuid4().hex[:6]}@acceptance"
+    queue = f"{prefix()}-acc-soft-{uuid.uuid4().hex[:6]}"
+    env = {
+        **child_env(),
+        "DJANGO_SETTINGS_MODULE": "soft_settings",
+        "REMAP_SIGTERM": "SIGQUIT",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), child_env()["PYTHONPATH"]]),
+    }
+    log = (tmp_path / "soft.log").open("ab")
+    first = _node(name, queue, env, log, concurrency=2)
+    workers.started.append(first)
+    workers.wait_ready(first)
+    trials = [
+        Trial(key, task is rerunnable, enqueue(task, key, 8.0, queue=queue))
+        for key, task in ((uuid.uuid4().hex, t) for t in (rerunnable, once))
+    ]
+    wait_running(trials)
+    first.process.send_signal(signal.SIGTERM)  # soft, then cold shutdown
+    first.process.wait(30)
+    second = _node(name, queue, env, log, concurrency=2)
+    workers.started.append(second)
+    workers.wait_ready(second)
+    runs = wait_finished(trials, timeout=LOST_AFTER + 30)
+    time.sleep(LOST_AFTER + 2)  # nothing runs them again afterwards
+    outcome = {t.run.id: (get_run(t.run.id).status.value, t.executions) for t in trials}
+    log.close()
+    record_figure("soft shutdown then same-name restart", outcome=list(outcome.values()))
+    assert all(run.is_finished for run in runs.values()), outcome
+    rerun, once_run = (outcome[t.run.id] for t in trials)
+    # acks_late: Celery puts the cancelled message back; it runs once more and succeeds.
+    assert rerun == ("SUCCESSFUL", 2), outcome
+    # Acknowledged at start: Celery marks it RETRY and never runs it again; tasktrail
+    # settles it FAILED (the sweep: no message left to deliver), never re-runs it.
+    assert once_run == ("FAILED", 1), outcome
