@@ -28,7 +28,7 @@ import pytest
 import schemathesis
 from django.contrib.auth.models import User
 from django.test import Client
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
 from schemathesis import GenerationMode
@@ -43,7 +43,7 @@ from tests.acceptance.conftest import ROOT, _free_port, child_env, record_figure
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
 SPEC = ROOT / "docs" / "openapi.yaml"
-EXAMPLES = int(os.environ.get("TASKTRAIL_HOSTILE_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("TASKTRAIL_HOSTILE_EXAMPLES", "20"))
 CSRF = "c" * 32
 STREAM_WINDOW = 0.15  # seconds an open event stream is read before the client leaves
 STREAMS = {"streamRunEvents", "streamSubjectEvents"}
@@ -291,4 +291,147 @@ def test_every_operation_with_valid_and_invalid_data(world: World, identity: str
         **dict(world.stats),
     )
     assert not world.failures, "\n".join(sorted(set(world.failures))[:40])
+    assert not world.server.tracebacks()
+
+
+@pytest.mark.parametrize("identity", IDENTITIES)
+def test_stateful_links_from_the_list_to_each_run_and_its_actions(
+    world: World, identity: str
+) -> None:
+    """Follows docs/openapi.yaml's links: list -> a run -> its events, cancel, retry ->
+    the new run; so invalid transitions (cancel twice, retry a live run) are exercised
+    on real runs of the identity's own."""
+    started = time.monotonic()
+    who = world.identities[identity]
+    base = world.server.base + "/tasks"
+
+    class Workflow(SCHEMA.as_state_machine()):  # type: ignore[misc]
+        def call(self, case: Any, **kwargs: Any) -> Any:
+            world.stats["requests"] += 1
+            if case.operation.definition.raw.get("operationId") in STREAMS:
+                return schemathesis.Response.from_any(_stream(world, case, identity))
+            return case.call(
+                base_url=base, headers=who["headers"], cookies=who["cookies"], timeout=10
+            )
+
+        def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
+            world.stats[f"{response.status_code // 100}xx"] += 1
+            problem = _problem(response)
+            assert problem is None, f"{case.method} {case.formatted_path}: {problem}"
+            case.validate_response(response, excluded_checks=EXCLUDED_CHECKS)
+
+    Workflow.run(
+        settings=settings(
+            max_examples=max(3, EXAMPLES // 2),
+            stateful_step_count=6,
+            phases=[Phase.explicit, Phase.generate],  # no shrinking against a live server
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+    )
+    record_figure(
+        "hostile stateful",
+        identity=identity,
+        seconds=round(time.monotonic() - started, 1),
+        **dict(world.stats),
+    )
+    assert not world.server.tracebacks()
+
+
+# --- the hand list: values that once ended in a 500 (issue 11, item 12) ----------------
+
+NUL_CURSOR = "WyIyMDIwLTAxLTAxVDAwOjAwOjAwKzAwOjAwIiwgInhcdTAwMDAiXQ"  # [moment, "x\0"]
+HOSTILE_QUERIES = [
+    ("anonymous", {"limit": "1" * 5000}),
+    ("owner", {"limit": "1" * 5000}),
+    ("owner", {"task": "a\x00b"}),
+    ("owner", {"subject": "\x00"}),
+    ("owner", {"cursor": "\x00"}),
+    ("owner", {"cursor": NUL_CURSOR}),
+    ("staff", {"cursor": NUL_CURSOR}),
+    ("owner", {"status": ""}),
+    ("anonymous", {"cursor": "A" * 401}),
+    ("anonymous", {"cursor": "!!!"}),
+    ("staff", {"x\x00": "1"}),
+    ("staff", {"task": "t" * 5000}),
+]
+
+
+def _send(world: World, identity: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    who = world.identities[identity]
+    with httpx.Client(base_url=world.server.base, timeout=10, cookies=who["cookies"]) as client:
+        return client.request(
+            method, path, headers={**who["headers"], **kwargs.pop("headers", {})}, **kwargs
+        )
+
+
+def _assert_json_error(response: httpx.Response, status: int) -> None:
+    assert response.status_code == status, (response.status_code, response.text[:300])
+    assert response.headers["content-type"] == "application/json", response.text[:300]
+    assert response.json()["error"]
+
+
+def test_hostile_list_queries_are_json_400s(world: World) -> None:
+    for identity, query in HOSTILE_QUERIES:
+        _assert_json_error(_send(world, identity, "GET", "/tasks/", params=query), 400)
+    assert not world.server.tracebacks()
+
+
+def test_wrong_methods_without_a_csrf_token_are_json_405s(world: World) -> None:
+    session = {"sessionid": world.identities["staff"]["cookies"]["sessionid"]}
+    run_id = world.runs[0]
+    with httpx.Client(base_url=world.server.base, timeout=10, cookies=session) as client:
+        for method in ("POST", "PUT", "PATCH", "DELETE"):
+            for path in ("/tasks/", f"/tasks/{run_id}/", f"/tasks/{run_id}/events/"):
+                response = client.request(method, path)
+                _assert_json_error(response, 405)
+                assert "GET" in response.headers["Allow"]
+    assert not world.server.tracebacks()
+
+
+def test_schema_details_are_enforced(world: World) -> None:
+    run_id = world.runs[0]
+    for value in ("yes", "0", ""):
+        response = _send(
+            world, "owner", "POST", f"/tasks/{run_id}/cancel/", params={"terminate": value}
+        )
+        _assert_json_error(response, 400)
+    _assert_json_error(
+        _send(world, "owner", "GET", f"/tasks/{run_id}/", params={"token": "\x00"}), 400
+    )
+    _assert_json_error(_send(world, "owner", "GET", "/tasks/subjects/a%01b/events/"), 400)
+    assert not world.server.tracebacks()
+
+
+def test_dashboard_run_ids_with_a_nul_character_are_not_found(world: World) -> None:
+    for run_id in ("%00", "a%00b", "~AA", "x" * 300):
+        for page in ("runs/{id}/", "runs/{id}/events/"):
+            response = _send(world, "staff", "GET", "/ops/" + page.format(id=run_id))
+            assert response.status_code == 404, (page, response.status_code, response.text[:300])
+    response = _send(world, "staff", "GET", "/ops/runs/", params={"search": "a\x00b"})
+    assert response.status_code == 400
+    assert not world.server.tracebacks()
+
+
+def _signed(body: bytes, stamp: str) -> dict[str, str]:
+    from tasktrail.webhooks import sign
+    from tests.acceptance.urls import SECRET
+
+    return {
+        "Content-Type": "application/json",
+        "X-Signature-Timestamp": stamp,
+        "X-Signature": sign(SECRET, stamp.encode() + b"." + body),
+    }
+
+
+def test_signed_hostile_webhooks_are_json_400s(world: World) -> None:
+    for body, moment in (
+        (b'{"id": "hostile-1"}', "9" * 400),  # OverflowError once
+        (b'{"id": "hostile-2"}', "-" + "9" * 400),
+        (b"[" * 100_000 + b"]" * 100_000, str(int(time.time()))),  # RecursionError once
+    ):
+        headers = _signed(body, moment)
+        response = _send(world, "anonymous", "POST", "/hooks/hmac/", content=body, headers=headers)
+        _assert_json_error(response, 400)
     assert not world.server.tracebacks()
