@@ -84,12 +84,14 @@ def sweep(now: float | None = None) -> int:
         by_queue[(queue or b"").decode()].append(run_id)
     settled = 0
     for queue, run_ids in by_queue.items():
-        for run_id in _undelivered(queue, run_ids):
+        for run_id in undelivered(queue, run_ids):
             settled += _settle(run_id, queue)
     return settled
 
 
-def _undelivered(queue: str, run_ids: list[str]) -> list[str]:
+def undelivered(queue: str, run_ids: list[str]) -> list[str]:
+    """The runs of ``run_ids`` whose message the broker holds neither in ``queue`` nor
+    unacknowledged."""
     from celery import current_app
 
     with current_app.connection_for_write() as connection:

@@ -301,24 +301,28 @@ def _settle_node(client: redis.Redis, hostname: str, now: float, *, silent: bool
     return settled
 
 
-def _run_state(run_id: str) -> tuple[str, str, str, int]:
-    """Status, task, worker and version of a run: its hot record, or, when Redis
+def _run_state(run_id: str) -> tuple[str, str, str, int, str]:
+    """Status, task, worker, version and queue of a run: its hot record, or, when Redis
     forgot it (restarted empty), its database row."""
-    raw: Any = get_redis().hmget(keys.run_hash(run_id), "status", "task", "worker", "version")
+    raw: Any = get_redis().hmget(
+        keys.run_hash(run_id), "status", "task", "worker", "version", "queue"
+    )
     if raw[0] is not None:
-        status, task, worker, version = (v.decode() if v else "" for v in raw)
-        return status, task, worker, int(version or 0)
+        status, task, worker, version, queue = (v.decode() if v else "" for v in raw)
+        return status, task, worker, int(version or 0), queue
     from .models import TaskRun
 
-    row = TaskRun.objects.filter(pk=run_id).values_list("status", "task", "worker", "version")
+    row = TaskRun.objects.filter(pk=run_id).values_list(
+        "status", "task", "worker", "version", "queue"
+    )
     found = row.first()
-    return found if found is not None else ("", "", "", 0)
+    return found if found is not None else ("", "", "", 0, "")
 
 
 def _settle(run_id: str, hostname: str, *, before: float | None = None) -> int:
     """Settle one run of a lost worker: hand its message back, or fail it. ``before``:
     only if the run last changed before then (Redis clock; versions are its microseconds)."""
-    status, task, worker, version = _run_state(run_id)
+    status, task, worker, version, queue = _run_state(run_id)
     if status != Status.RUNNING or worker != hostname:
         return 0  # already finished, or picked up again elsewhere
     if before is not None and version / 1_000_000 >= before:
@@ -327,7 +331,7 @@ def _settle(run_id: str, hostname: str, *, before: float | None = None) -> int:
         # acks_late: the broker still holds the original message, with its chain, links
         # and options. It goes back to its queue once, as Celery would have it do; a
         # copy would run the task more often than Celery alone does.
-        handed_back = redeliver(run_id)
+        handed_back = redeliver(run_id) or _back_in_queue(run_id, queue)
         if handed_back is not None:
             apply(
                 run_id,
@@ -371,6 +375,15 @@ def _settle_forgotten(client: redis.Redis, names: set[str], now: float) -> int:
             continue  # it beat meanwhile
         settled += _settle(run_id, worker, before=now - float(settings.LOST_AFTER))
     return settled
+
+
+def _back_in_queue(run_id: str, queue: str) -> str | None:
+    """Celery put the message back itself (a cold or soft shutdown restores what its
+    worker had not acknowledged): the run waits for it, it is not lost."""
+    try:
+        return None if sweep.undelivered(queue, [run_id]) else "requeued by Celery"
+    except Exception:  # the broker cannot be asked: judge as before
+        return None
 
 
 def redeliver(run_id: str) -> str | None:

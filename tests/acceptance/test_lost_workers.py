@@ -46,7 +46,7 @@ from tests.acceptance.conftest import (
     redis_client,
 )
 from tests.acceptance.tasks import executions_key, once, pids_key, rerunnable, unrouted_rerunnable
-from tests.helpers import eventually
+from tests.helpers import eventually, stored_events
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
@@ -403,6 +403,10 @@ def test_soft_shutdown_mid_run_then_a_same_name_restart(tmp_path: Path, workers:
     rerun, once_run = (outcome[t.run.id] for t in trials)
     # acks_late: Celery puts the cancelled message back; it runs once more and succeeds.
     assert rerun == ("SUCCESSFUL", 2), outcome
+    # ... and never FAILED on the way (AsyncResult.get() would have raised): the
+    # restarted node finds the message back in its queue, not lost.
+    states = [d.get("status") for _, kind, d in stored_events(trials[0].run.id) if kind == "state"]
+    assert "FAILED" not in states, states
     # Acknowledged at start: Celery marks it RETRY and never runs it again; tasktrail
     # settles it FAILED (the sweep: no message left to deliver), never re-runs it.
     assert once_run == ("FAILED", 1), outcome
