@@ -33,6 +33,7 @@ from datetime import datetime
 from typing import Any
 
 import redis
+from django.db import close_old_connections
 
 from . import keys, sweep
 from .conf import settings
@@ -521,6 +522,7 @@ class WorkerServices(threading.Thread):
                     # that died before they could register again.
                     scan_until = time.monotonic() + 3 * float(settings.LOST_AFTER)
                 beaten = True
+                close_old_connections()  # the database fallbacks below, after an outage
                 settle_lost_runs(me=self.hostname, forgotten=time.monotonic() < scan_until)
                 sweep.sweep()
             except redis.RedisError as exc:
