@@ -190,7 +190,10 @@ class TasktrailBackend(_RecordsRuns, RedisBackend):
             request=request,
         )  # fmt: skip
         meta["task_id"] = bytes_to_str(task_id)
-        expires: Any = self.expires if state != states.FAILURE else self.failure_expires  # type: ignore[attr-defined]
+        # Celery 5.7 keeps failures for result_failure_expires; earlier ones have no such setting.
+        expires: Any = self.expires  # type: ignore[attr-defined]
+        if state == states.FAILURE:
+            expires = getattr(self, "failure_expires", expires)
         return CeleryMeta(
             key=bytes_to_str(self.get_key_for_task(task_id)),
             value=self.encode(meta),
