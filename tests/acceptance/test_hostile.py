@@ -12,7 +12,9 @@ PostgreSQL database. ``TASKTRAIL_HOSTILE_EXAMPLES`` raises the examples per oper
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -434,4 +436,51 @@ def test_signed_hostile_webhooks_are_json_400s(world: World) -> None:
         headers = _signed(body, moment)
         response = _send(world, "anonymous", "POST", "/hooks/hmac/", content=body, headers=headers)
         _assert_json_error(response, 400)
+    assert not world.server.tracebacks()
+
+
+def _raw(world: World, head: bytes, body: bytes = b"", timeout: float = 10) -> tuple[float, bytes]:
+    """Send a raw request (a lying ``Content-Length``, a chunked flood); return how long
+    the answer took and its first bytes."""
+    port = int(world.server.base.rsplit(":", 1)[1])
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        with contextlib.suppress(OSError):  # the server may answer and close mid-flood
+            sock.sendall(head + body)
+        answer = b""
+        with contextlib.suppress(OSError):
+            while b"\r\n\r\n" not in answer and (chunk := sock.recv(4096)):
+                answer += chunk
+            answer += sock.recv(4096)
+    return time.monotonic() - started, answer
+
+
+def _hook_head(extra: str) -> bytes:
+    return (
+        f"POST /hooks/hmac/ HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n{extra}\r\n"
+    ).encode()
+
+
+def test_request_bodies_are_bounded_before_they_are_read(world: World) -> None:
+    from tests.acceptance.hostile_app import BODY_TIMEOUT
+
+    # A Content-Length past the limit is refused unread, whatever follows. (One of
+    # hundreds of digits never reaches the app: uvicorn's parser answers 400 itself.)
+    for length in ("1000000000000", "2621441"):
+        took, answer = _raw(world, _hook_head(f"Content-Length: {length}\r\n"), b"{}")
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert b"application/json" in answer and took < 2, (took, answer[:200])
+    # A chunked body that grows past the limit is cut off where it crosses it.
+    chunk = b"x" * 65536
+    flood = (f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n") * 48  # 3 MiB
+    took, answer = _raw(world, _hook_head("Transfer-Encoding: chunked\r\n"), flood)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    # A body that stops arriving short of its Content-Length does not hold the request.
+    took, answer = _raw(world, _hook_head("Content-Length: 1000\r\n"), b'{"id":')
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert took < BODY_TIMEOUT + 3, took
+    # Past the webhook's own limit (256 KiB) but under the server's: the view's JSON 413.
+    body = b'{"id": "' + b"x" * 300_000 + b'"}'
+    took, answer = _raw(world, _hook_head(f"Content-Length: {len(body)}\r\n"), body)
+    assert answer.startswith(b"HTTP/1.1 413") and b"too_large" in answer, answer[:300]
     assert not world.server.tracebacks()

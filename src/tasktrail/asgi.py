@@ -1,0 +1,112 @@
+"""An ASGI wrapper that bounds request bodies before Django reads them.
+
+Django's ASGI handler reads a whole request body before any view runs, so a view's own
+limit (a webhook's ``max_body_bytes``) comes too late: a 1 GB body is read to its end
+first, and a ``Content-Length`` larger than the bytes that follow keeps the request
+waiting for ever. Wrap the project's application once::
+
+    from django.core.asgi import get_asgi_application
+    from tasktrail.asgi import limit_request_bodies
+
+    application = limit_request_bodies(get_asgi_application())
+
+A body declared or found larger than ``max_bytes`` (default Django's
+``DATA_UPLOAD_MAX_MEMORY_SIZE``) is answered ``413`` at once, unread; a body that stops
+arriving for ``timeout`` seconds is answered ``408``. Both in JSON, like the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+DEFAULT_TIMEOUT = 30.0
+
+
+async def _refuse(send: Send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _declared_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"content-length":
+            text = value.decode("latin-1").strip()
+            # More digits than any limit: too large without converting thousands of digits.
+            return int(text) if text.isdigit() and len(text) <= 18 else 10**18
+    return None
+
+
+def limit_request_bodies(
+    app: ASGIApp, *, max_bytes: int | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> ASGIApp:
+    """``app`` behind a bounded body reader (see the module's docstring)."""
+
+    def limit() -> int | None:
+        if max_bytes is not None:
+            return max_bytes
+        from django.conf import settings
+
+        configured = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return None if configured is None else int(configured)
+
+    async def bounded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        most = limit()
+        declared = _declared_length(scope)
+        too_large = f"The request body is larger than {most} bytes."
+        if most is not None and declared is not None and declared > most:
+            await _refuse(send, 413, too_large)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), timeout)
+            except TimeoutError:
+                await _refuse(send, 408, f"The request body stopped arriving for {timeout:g} s.")
+                return
+            if message["type"] == "http.disconnect":
+                return  # the client left before its body arrived: nobody to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if most is not None and size > most:
+                await _refuse(send, 413, too_large)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            """The body once, whole; then the real channel (a disconnect, for streams)."""
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await app(scope, replay, send)
+
+    return bounded
