@@ -211,3 +211,35 @@ def test_a_run_whose_record_redis_forgot_still_reaches_a_final_row(
         timeout=20,
     )
     assert all(row.result == 2.0 for row in rows)
+
+
+def test_a_run_that_ran_entirely_during_the_outage_streams_its_feed_lines_later(
+    outage_stack: tuple[PrivateRedis, str, dict[str, Any]],
+) -> None:
+    """Redis is down from before the start to after the end (issue 11, item 3): the
+    database has the final state at once (the fallback); once Redis is back (empty),
+    the worker's deferred events are replayed in order into the run's log, and a
+    follower resuming from the start of the log receives all 5 feed lines. (A regression
+    test of the data path: it passed before this round too. What a follower that never
+    sends Last-Event-ID sees is the stream view's business; docs/reliability.md.)"""
+    private, server, options = outage_stack
+    run = enqueue(numbered_feed, 5, 0.2, countdown=1.5, **options)  # starts in the outage
+    private.kill()
+    eventually(
+        lambda: TaskRun.objects.filter(pk=run.id, status=Status.SUCCESSFUL).exists(), timeout=30
+    )
+    private.start()  # back, and empty
+    url = f"{server}/tasks/{run.id}/events/?token={make_token(run.id)}"
+
+    def lines() -> list[str] | None:
+        # From the start of the log: what a follower whose first connection was served
+        # from the database during the outage asks for when it comes back.
+        with httpx.stream("GET", url, headers={"Last-Event-ID": "0-0"}, timeout=10) as response:
+            found = [
+                item.data["message"]
+                for item in read(response)
+                if isinstance(item, Event) and item.kind == "feed"
+            ]
+        return found if len(found) == 5 else None
+
+    assert eventually(lines, timeout=20, every=0.5) == [f"line {n}" for n in range(1, 6)]
