@@ -130,6 +130,10 @@ def test_with_redis_unreachable_streams_answer_503_and_the_rest_from_the_databas
             answer = as_staff.get(f"/ops/{screen}")
             assert answer.status_code == 200, (screen, answer.status_code, answer.text[-500:])
         assert "Redis is unreachable" in as_staff.get("/ops/").text
+        for stream in ("runs/events/", f"runs/{running.id}/events/"):
+            answer = as_staff.get(f"/ops/{stream}")
+            assert answer.status_code == 503, (stream, answer.status_code, answer.text[:300])
+            assert int(answer.headers["Retry-After"]) > 0
     assert_clean(log)
 
 

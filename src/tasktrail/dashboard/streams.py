@@ -9,14 +9,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import redis
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from tasktrail import keys
 from tasktrail.access import is_staff
 from tasktrail.conf import settings
+from tasktrail.connection import get_async_redis
 from tasktrail.events import parse_id
-from tasktrail.http import query_problem
+from tasktrail.http import RETRY_AFTER, query_problem
 from tasktrail.runs import afind_run
 from tasktrail.sse import event_stream, sse_response
 
@@ -35,6 +37,18 @@ def _last_event_id(request: HttpRequest) -> str | None:
     return value
 
 
+async def _redis_down() -> HttpResponse | None:
+    """A stream needs Redis: without it, a 503 before the first byte (not a 200 that
+    breaks off at once); the page's EventSource retries after ``Retry-After``."""
+    try:
+        await get_async_redis().ping()
+    except redis.RedisError:
+        refused = _refused(503, "Redis is unreachable; live updates resume when it is back.")
+        refused["Retry-After"] = str(RETRY_AFTER)
+        return refused
+    return None
+
+
 def _refused(status: int, message: str) -> HttpResponse:
     return HttpResponse(message, status=status, content_type="text/plain")
 
@@ -49,6 +63,8 @@ async def firehose(request: HttpRequest) -> HttpResponseBase:
         last_id = _last_event_id(request)
     except ValueError:
         return _refused(400, "Malformed Last-Event-ID.")
+    if (down := await _redis_down()) is not None:
+        return down
     stream = keys.firehose_stream()
     return sse_response(
         event_stream(
@@ -75,6 +91,8 @@ async def run_events(request: HttpRequest, run_id: str) -> HttpResponseBase:
     run = await afind_run(run_id) if run_id else None  # "": the runid converter refused it
     if run is None:
         return _refused(404, "No such run.")
+    if (down := await _redis_down()) is not None:
+        return down
     stream = keys.run_stream(run.id)
 
     async def opening() -> tuple[list[bytes], str | None, bool]:
