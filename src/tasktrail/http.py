@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 import unicodedata
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -17,6 +18,7 @@ from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
+from .connection import PoolExhausted, get_async_redis
 from .records import RunData
 
 logger = logging.getLogger("tasktrail")
@@ -40,6 +42,27 @@ def unavailable(what: str) -> JsonResponse:
     response = error(503, f"{what} is unreachable; try again in a few seconds.")
     response["Retry-After"] = str(RETRY_AFTER)
     return response
+
+
+_redis_seen_at = 0.0  # when this process last heard Redis answer a ping
+
+
+async def redis_is_down() -> bool:
+    """True when Redis does not answer: a stream answers 503 before its first byte
+    instead of a 200 that breaks off. One ping a second at most per process (a burst of
+    openers does not queue a ping each), and a pool that stays busy under load
+    (:class:`~tasktrail.connection.PoolExhausted`) is not an outage."""
+    global _redis_seen_at
+    if time.monotonic() - _redis_seen_at < 1.0:
+        return False
+    try:
+        await get_async_redis().ping()
+    except PoolExhausted:
+        return False
+    except redis.RedisError:
+        return True
+    _redis_seen_at = time.monotonic()
+    return False
 
 
 def has_control_character(text: str) -> bool:
@@ -69,6 +92,9 @@ def json_errors(view: View) -> View:
     async def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         try:
             return await view(request, *args, **kwargs)
+        except PoolExhausted as exc:
+            logger.warning("tasktrail: Redis pool exhausted during %s: %s", request.path, exc)
+            return unavailable("A Redis connection of this busy server")
         except redis.RedisError as exc:
             logger.warning("tasktrail: Redis unreachable during %s: %s", request.path, exc)
             return unavailable("The event store (Redis)")

@@ -27,6 +27,7 @@ from .http import (
     has_control_character,
     json_errors,
     not_found,
+    redis_is_down,
     run_urls,
     unavailable,
 )
@@ -95,11 +96,7 @@ def _last_event_id(request: HttpRequest) -> str | HttpResponseBase | None:
 async def _redis_down() -> HttpResponseBase | None:
     """A stream needs Redis (its log and its wake-ups): without it, answer a JSON 503
     before the first byte, rather than a 200 whose body breaks off at once."""
-    try:
-        await get_async_redis().ping()
-    except redis.RedisError:
-        return unavailable("The event store (Redis)")
-    return None
+    return unavailable("The event store (Redis)") if await redis_is_down() else None
 
 
 async def _newest_event_id(stream: str) -> str | None:

@@ -124,7 +124,8 @@ def test_with_redis_unreachable_streams_answer_503_and_the_rest_from_the_databas
             assert_503(client.get(f"/tasks/{run.id}/events/", params={"token": token}))
         assert_503(as_owner.get("/tasks/subjects/outage:1/events/"))
         page = as_owner.get("/tasks/")
-        assert page.status_code == 200 and len(page.json()["results"]) == 2
+        assert page.status_code == 200, page.text[:300]
+        assert {running.id, done.id} <= {r["id"] for r in page.json()["results"]}
         as_staff = _client(base, _session(staff))
         for screen in ("", "workers/", "queues/", f"runs/{running.id}/", "runs/"):
             answer = as_staff.get(f"/ops/{screen}")

@@ -9,16 +9,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import redis
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from tasktrail import keys
 from tasktrail.access import is_staff
 from tasktrail.conf import settings
-from tasktrail.connection import get_async_redis
 from tasktrail.events import parse_id
-from tasktrail.http import RETRY_AFTER, query_problem
+from tasktrail.http import RETRY_AFTER, query_problem, redis_is_down
 from tasktrail.runs import afind_run
 from tasktrail.sse import event_stream, sse_response
 
@@ -40,13 +38,11 @@ def _last_event_id(request: HttpRequest) -> str | None:
 async def _redis_down() -> HttpResponse | None:
     """A stream needs Redis: without it, a 503 before the first byte (not a 200 that
     breaks off at once); the page's EventSource retries after ``Retry-After``."""
-    try:
-        await get_async_redis().ping()
-    except redis.RedisError:
-        refused = _refused(503, "Redis is unreachable; live updates resume when it is back.")
-        refused["Retry-After"] = str(RETRY_AFTER)
-        return refused
-    return None
+    if not await redis_is_down():
+        return None
+    refused = _refused(503, "Redis is unreachable; live updates resume when it is back.")
+    refused["Retry-After"] = str(RETRY_AFTER)
+    return refused
 
 
 def _refused(status: int, message: str) -> HttpResponse:
