@@ -88,6 +88,7 @@ class Instance:
     machine: str
     beat: float  # the Redis clock
     active: frozenset[str]
+    reserved: frozenset[str] = frozenset()  # taken from the broker, not started yet
 
     @classmethod
     def parse(cls, id: str, raw: str | bytes) -> Instance | None:
@@ -96,6 +97,7 @@ class Instance:
             return cls(
                 id=id, pid=int(data["pid"]), machine=str(data["machine"]),
                 beat=float(data["beat"]), active=frozenset(map(str, data["active"])),
+                reserved=frozenset(map(str, data.get("reserved", ()))),
             )  # fmt: skip
         except (ValueError, KeyError, TypeError):
             return None
@@ -126,6 +128,28 @@ def _executing() -> list[str]:
     from celery.worker import state
 
     return sorted({str(r.id) for r in list(state.active_requests)})
+
+
+def _reserved() -> list[str]:
+    """The runs this worker took from the broker and has not started (prefetched)."""
+    from celery.worker import state
+
+    active = {str(r.id) for r in list(state.active_requests)}
+    return sorted({str(r.id) for r in list(state.reserved_requests)} - active)
+
+
+def _hand_back_reserved(dead: list[Instance], live: list[Instance]) -> int:
+    """Messages a dead instance had taken and not started go back to their queue now,
+    not when the broker's visibility timeout ends (an hour on Redis by default)."""
+    held = frozenset().union(*(i.reserved | i.active for i in live))
+    handed = 0
+    for run_id in sorted(frozenset().union(*(i.reserved for i in dead)) - held):
+        status = _run_state(run_id)[0]
+        if status in (Status.READY, Status.RETRYING) and redeliver(run_id) is not None:
+            handed += 1
+            logger.warning("tasktrail: run %s taken by a lost worker went back to its queue",
+                           run_id)  # fmt: skip
+    return handed
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -189,6 +213,7 @@ def beat(
     started_at: float,
     instance: str = INSTANCE,
     active: Iterable[str] = (),
+    reserved: Iterable[str] = (),
 ) -> bool:
     """Say this process is alive, with the runs it is executing; return whether Redis
     had forgotten this worker (restarted empty, or the worker's first beat)."""
@@ -212,7 +237,8 @@ def beat(
     )
     pipe.expire(_worker_key(hostname), ttl)
     pipe.zadd(_workers_key(), {hostname: now})
-    mine = {"pid": os.getpid(), "machine": MACHINE, "beat": now, "active": executing}
+    mine = {"pid": os.getpid(), "machine": MACHINE, "beat": now, "active": executing,
+            "reserved": sorted(reserved)}  # fmt: skip
     pipe.hset(_instances_key(hostname), instance, json.dumps(mine))
     pipe.expire(_instances_key(hostname), ttl)
     known = pipe.execute()[0]
@@ -279,11 +305,13 @@ def _settle_node(client: redis.Redis, hostname: str, now: float, *, silent: bool
     runs: Any = client.smembers(_active_key(hostname))
     claimed = frozenset().union(*(i.active for i in live))
     unclaimed = sorted(r.decode() for r in runs if r.decode() not in claimed)
-    gone = [i.id for i in known if i not in live]
+    dead = [i for i in known if i not in live]
+    gone = [i.id for i in dead]
     if not silent and not live:
         return 0  # beating, but no instance says what it runs (an older version): trust it
     if not unclaimed and not silent:
         if gone:
+            _hand_back_reserved(dead, live)
             client.hdel(_instances_key(hostname), *gone)
         return 0
     horizon = min((i.beat for i in live), default=now) - CLAIM_MARGIN if live else None
@@ -292,6 +320,7 @@ def _settle_node(client: redis.Redis, hostname: str, now: float, *, silent: bool
         return 0
     try:
         settled = sum(_settle(run_id, hostname, before=horizon) for run_id in unclaimed)
+        _hand_back_reserved(dead, live)
         if not live:
             client.delete(_active_key(hostname), _instances_key(hostname))
             client.zrem(_workers_key(), hostname)
@@ -453,12 +482,11 @@ def prepare(hostname: str) -> None:
             return
         now = redis_now(client)
         known = instances(client, hostname)
-        dead = [i.id for i in known if i.dead_here()]
+        dead = [i for i in known if i.dead_here()]
+        others = [i for i in known if i not in dead and now - i.beat < float(settings.LOST_AFTER)]
         if dead:
-            client.hdel(_instances_key(hostname), *dead)
-        others = [
-            i for i in known if i.id not in dead and now - i.beat < float(settings.LOST_AFTER)
-        ]
+            _hand_back_reserved(dead, others)
+            client.hdel(_instances_key(hostname), *(i.id for i in dead))
         if others:
             _warn_of_namesakes(client, hostname, INSTANCE, now)
             return  # the settler decides, by what each live instance claims
@@ -516,6 +544,7 @@ class WorkerServices(threading.Thread):
                     queues=self.queues,
                     started_at=self.started_at,
                     active=_executing(),
+                    reserved=_reserved(),
                 )
                 if forgot and beaten:
                     # Redis restarted empty: for a while, also look for runs of nodes

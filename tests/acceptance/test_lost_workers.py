@@ -410,3 +410,41 @@ def test_soft_shutdown_mid_run_then_a_same_name_restart(tmp_path: Path, workers:
     # Acknowledged at start: Celery marks it RETRY and never runs it again; tasktrail
     # settles it FAILED (the sweep: no message left to deliver), never re-runs it.
     assert once_run == ("FAILED", 1), outcome
+
+
+def test_messages_a_dead_node_had_prefetched_run_soon_after_a_same_name_restart(
+    tmp_path: Path, workers: Workers
+) -> None:
+    """A node killed with messages taken and not started (prefetch), then restarted
+    under its name (issue 11, item 17: one run READY for ever): those messages go back
+    to their queue at once, not after the broker's visibility timeout (an hour)."""
+    (tmp_path / "prefetch_settings.py").write_text(
+        "from tests.acceptance.settings_acceptance import *  # noqa\n"
+        "CELERY_WORKER_PREFETCH_MULTIPLIER = 4\n"
+    )
+    name = f"acc-prefetch-{uuid.uuid4().hex[:6]}@acceptance"
+    queue = f"{prefix()}-acc-prefetch-{uuid.uuid4().hex[:6]}"
+    env = {
+        **child_env(),
+        "DJANGO_SETTINGS_MODULE": "prefetch_settings",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), child_env()["PYTHONPATH"]]),
+    }
+    log = (tmp_path / "prefetch.log").open("ab")
+    first = _node(name, queue, env, log)
+    workers.started.append(first)
+    workers.wait_ready(first)
+    busy = _hold(queue, HOLD)
+    wait_running([busy])
+    waiting = [_hold(queue, 0.2) for _ in range(2)]
+
+    eventually(lambda: broker_client().llen(queue) == 0, timeout=20)  # taken by the node
+    time.sleep(4 * HEARTBEAT)  # and named in its beats
+    first.kill_node()
+    second = _node(name, queue, env, log)
+    workers.started.append(second)
+    workers.wait_ready(second)
+    runs = wait_finished([busy, *waiting], timeout=LOST_AFTER + 30)
+    log.close()
+    assert runs[busy.run.id].status == Status.FAILED  # acknowledged at start: not re-run
+    assert [runs[t.run.id].status for t in waiting] == [Status.SUCCESSFUL] * 2
+    assert [t.executions for t in (busy, *waiting)] == [1, 1, 1]
