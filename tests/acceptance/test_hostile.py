@@ -45,7 +45,7 @@ from tests.acceptance.conftest import ROOT, _free_port, child_env, record_figure
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
 SPEC = ROOT / "docs" / "openapi.yaml"
-EXAMPLES = int(os.environ.get("TASKTRAIL_HOSTILE_EXAMPLES", "20"))
+EXAMPLES = int(os.environ.get("TASKTRAIL_HOSTILE_EXAMPLES", "15"))
 CSRF = "c" * 32
 STREAM_WINDOW = 0.15  # seconds an open event stream is read before the client leaves
 STREAMS = {"streamRunEvents", "streamSubjectEvents"}
