@@ -447,6 +447,26 @@ def test_the_dashboard_lists_the_run_under_the_functions_path(
     assert b"tests.testapp.django_tasks.add" in page.content
 
 
+def test_a_functions_secret_parameters_are_redacted_under_its_name(
+    unconsumed: list[str],
+) -> None:
+    result = jobs.signs_in.using(queue_name=NOBODYS_QUEUE).enqueue("ann", "hunter2")
+    run = get_run(result.id)
+    assert run.task == "tests.testapp.django_tasks.signs_in"
+    assert run.args[0] == "ann" and "hunter2" not in str(run.args)
+
+
+def test_a_function_runs_name_leads_to_the_trampoline_for_redelivery() -> None:
+    # A lost acks_late run goes back to its queue only if its Celery task is found.
+    from tasktrail import naming
+    from tasktrail.contrib.django_tasks.execution import TASK_NAME
+
+    trampoline = naming.celery_task("tests.testapp.django_tasks.add")
+    assert trampoline is not None and trampoline.name == TASK_NAME and trampoline.acks_late
+    assert naming.function("tests.testapp.django_tasks.signs_in") is jobs.signs_in.func
+    assert naming.celery_task("no.such.module.function") is None
+
+
 def test_the_docs_example_is_the_file_the_tests_run() -> None:
     page = (ROOT / "docs" / "django-tasks.md").read_text()
     block = re.search(r"```python\n(# The complete example.*?)```", page, re.S)

@@ -1,5 +1,6 @@
-"""Celery's ``shadow`` ("the task name used in logs/monitoring") names the run, so a
-trampoline task (the django.tasks backend's) shows the function it runs."""
+"""Celery's ``shadow`` ("the task name used in logs/monitoring") names a run only for a
+function runner (the django.tasks backend's trampoline, see tasktrail.naming): a plain
+task's shadow must not hide the task from redaction, retry, EXCLUDE_TASKS or redelivery."""
 
 from __future__ import annotations
 
@@ -9,18 +10,27 @@ import pytest
 from celery import Task, shared_task
 
 from tasktrail import Status, enqueue, get_run
-from tests.testapp.tasks import add
+from tests.testapp.tasks import add, sign_in
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 
-def test_a_shadowed_run_is_recorded_under_its_shadow_name(worker: object) -> None:
+def test_a_plain_tasks_shadow_is_a_log_name_the_run_keeps_its_tasks_name(
+    worker: object,
+) -> None:
     run = enqueue(add, 2, 2, shadow="reports.monthly")
-    assert get_run(run.id).task == "reports.monthly"
+    assert get_run(run.id).task == "tests.testapp.tasks.add"
     finished = run.wait(timeout=30)
     assert finished.status == Status.SUCCESSFUL
-    assert finished.task == "reports.monthly"
+    assert finished.task == "tests.testapp.tasks.add"
     assert finished.result == 4
+
+
+def test_a_shadow_never_unredacts_secret_arguments(worker: object) -> None:
+    run = enqueue(sign_in, "ann", "hunter2", shadow="auth.login")
+    stored = get_run(run.id).args
+    assert stored[0] == "ann"
+    assert "hunter2" not in str(stored)
 
 
 class _NamedByArgument(Task):  # type: ignore[misc]
@@ -34,11 +44,9 @@ def named_by_argument() -> str:
 
 
 @pytest.mark.usefixtures("own_key_prefix")
-def test_an_eager_run_is_named_by_the_tasks_shadow_name_hook() -> None:
-    # Task.apply() (eager) drops the shadow apply_async computed, so the start asks the
-    # task's own hook again, with the headers the request kept.
+def test_an_eager_run_of_a_plain_task_with_a_shadow_hook_keeps_its_name() -> None:
     result = named_by_argument.apply(headers={"report": "weekly"})
-    assert get_run(result.id).task == "reports.weekly"
+    assert get_run(result.id).task == "tests.shadow.named_by_argument"
     plain = add.apply(args=(1, 1))
     assert get_run(plain.id).task == "tests.testapp.tasks.add"
     assert get_run(plain.id).args == [1, 1]  # no publish recorded them: the start does

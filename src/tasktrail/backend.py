@@ -25,7 +25,7 @@ from celery.backends.redis import RedisBackend
 from django.core.exceptions import ImproperlyConfigured
 from kombu.utils.encoding import bytes_to_str
 
-from . import outcomes, reporting
+from . import naming, outcomes, reporting
 from .conf import settings
 from .tracked import is_tracked
 from .transitions import ANY_ATTEMPT, Applied, CeleryMeta, dumps
@@ -54,8 +54,8 @@ def _create(run_id: str, request: Any) -> dict[str, str] | None:
     """Fields of a record this write may create; None for a task tasktrail does not
     track (its id still gets Celery's result, and a record only if it has one)."""
     name = ""
-    if request is not None:  # the shadow names the run, as in the publish receiver
-        name = str(getattr(request, "shadow", None) or getattr(request, "task", "") or "")
+    if request is not None:  # named as the publish receiver names it
+        name = naming.run_name(str(getattr(request, "task", "") or ""), request.shadow)
     if not name:
         name = (_names.get() or {}).get(run_id, "")
     if not name or not is_tracked(name):

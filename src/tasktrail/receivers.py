@@ -21,7 +21,7 @@ import redis
 from celery import signals, states
 from celery.exceptions import Ignore, Reject, Retry
 
-from . import outcomes, ownership, reporting, sweep
+from . import naming, outcomes, ownership, reporting, sweep
 from .conf import settings
 from .exceptions import RunCancelled
 from .redaction import capped_json, redact_call
@@ -97,8 +97,7 @@ def on_before_task_publish(
 ) -> None:
     if not headers or "id" not in headers:
         return  # task protocol 1 is not supported; Celery 5 defaults to protocol 2
-    # Celery's shadow is "the task name used in logs/monitoring": the run's name too.
-    name = str(headers.get("shadow") or headers.get("task") or sender or "")
+    name = naming.run_name(str(headers.get("task") or sender or ""), headers.get("shadow"))
     if not is_tracked(name):
         return
     run_id = str(headers["id"])
@@ -155,13 +154,13 @@ def _attempt(task: Any) -> int:
 
 
 def _run_name(task: Any, request: Any) -> str:
-    """Celery's shadow names the run. ``Task.apply()`` (eager) drops the shadow that
-    ``apply_async`` computed, so ask the task's ``shadow_name`` hook again then."""
+    """The run's name (see :mod:`tasktrail.naming`). ``Task.apply()`` (eager) drops the
+    shadow that ``apply_async`` computed, so ask the task's ``shadow_name`` hook again."""
     shadow = getattr(request, "shadow", None)
     if not shadow and getattr(request, "is_eager", False) and not task.__v2_compat__:
         options = {"headers": getattr(request, "headers", None) or {}}
         shadow = task.shadow_name(request.args or (), request.kwargs or {}, options)
-    return str(shadow or task.name)
+    return naming.run_name(task.name, shadow)
 
 
 def on_task_prerun(task_id: str = "", task: Any = None, **_: Any) -> None:

@@ -13,6 +13,7 @@ import json
 import re
 from typing import Any
 
+from . import naming
 from .conf import settings
 
 HIDDEN = "••••••"
@@ -60,11 +61,9 @@ def redact_call(
 
 
 def _parameter_names(task_name: str) -> list[str]:
-    from celery import current_app
-
-    task = current_app.tasks.get(task_name)
+    function = naming.function(task_name)
     try:
-        signature = inspect.signature(task.run) if task is not None else None
+        signature = inspect.signature(function) if function is not None else None
     except (TypeError, ValueError):
         signature = None
     return [] if signature is None else list(signature.parameters)

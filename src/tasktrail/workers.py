@@ -35,7 +35,7 @@ from typing import Any
 import redis
 from django.db import close_old_connections
 
-from . import keys, sweep
+from . import keys, naming, sweep
 from .conf import settings
 from .connection import get_redis
 from .exceptions import WorkerLost
@@ -77,6 +77,9 @@ MACHINE = _machine()
 # A run may start just before its instance's beat lists it: it counts as unclaimed
 # only if it last changed this long before every live instance's last beat.
 CLAIM_MARGIN = 2.0
+# A process on this machine whose pid is alive stays live this many LOST_AFTERs without
+# a beat (a loaded machine delays beats; a hung process is lost after all).
+LAGGING_LIMIT = 10
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,6 +118,19 @@ class Instance:
         except OSError:
             return False
         return False
+
+    def alive_here(self) -> bool:
+        """Certainly running: another process on this machine whose pid is alive (its
+        beats may lag on a loaded machine)."""
+        mine = self.id == INSTANCE or self.pid == os.getpid()
+        return self.machine == MACHINE and not mine and not self.dead_here()
+
+    def live(self, now: float) -> bool:
+        """Beat within ``LOST_AFTER``, or still running here and not hopelessly late."""
+        age, lost_after = now - self.beat, float(settings.LOST_AFTER)
+        if self.dead_here():
+            return False
+        return age < lost_after or (self.alive_here() and age < LAGGING_LIMIT * lost_after)
 
 
 def instances(client: redis.Redis, hostname: str) -> list[Instance]:
@@ -269,9 +285,7 @@ def _warn_of_namesakes(client: redis.Redis, hostname: str, instance: str, now: f
 
 
 def _rerunnable(task_name: str) -> bool:
-    from celery import current_app
-
-    task = current_app.tasks.get(task_name)
+    task = naming.celery_task(task_name)
     return bool(task is not None and getattr(task, "acks_late", False))
 
 
@@ -299,9 +313,9 @@ def settle_lost_runs(*, me: str = "", forgotten: bool = False) -> int:
 
 
 def _settle_node(client: redis.Redis, hostname: str, now: float, *, silent: bool) -> int:
-    lost_after = float(settings.LOST_AFTER)
     known = instances(client, hostname)
-    live = [i for i in known if now - i.beat < lost_after and not silent and not i.dead_here()]
+    live = [i for i in known if i.live(now)]
+    silent = silent and not live
     runs: Any = client.smembers(_active_key(hostname))
     claimed = frozenset().union(*(i.active for i in live))
     unclaimed = sorted(r.decode() for r in runs if r.decode() not in claimed)

@@ -31,6 +31,11 @@ def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
 
 
 @task
+def signs_in(username: str, password: str) -> str:
+    return username
+
+
+@task
 def fails(message: str) -> None:
     raise ValueError(message)
 
