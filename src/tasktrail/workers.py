@@ -35,7 +35,7 @@ from typing import Any
 import redis
 from django.db import close_old_connections
 
-from . import keys, sweep
+from . import keys, naming, sweep
 from .conf import settings
 from .connection import get_redis
 from .exceptions import WorkerLost
@@ -285,9 +285,7 @@ def _warn_of_namesakes(client: redis.Redis, hostname: str, instance: str, now: f
 
 
 def _rerunnable(task_name: str) -> bool:
-    from celery import current_app
-
-    task = current_app.tasks.get(task_name)
+    task = naming.celery_task(task_name)
     return bool(task is not None and getattr(task, "acks_late", False))
 
 
