@@ -16,7 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import harness
 
-SCRIPTS = ("throughput", "latency", "fanout", "hot_loop", "status_endpoint", "memory")
+SCRIPTS = (
+    "throughput", "latency", "fanout", "hot_loop", "status_endpoint", "memory", "slow_readers",
+)  # fmt: skip
 
 
 def main() -> int:

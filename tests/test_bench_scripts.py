@@ -20,7 +20,8 @@ SCRIPTS = sorted(
 
 def test_every_measurement_has_a_script() -> None:
     expected = {"throughput.py", "latency.py", "fanout.py", "hot_loop.py",
-                "status_endpoint.py", "memory.py", "run_all.py", "plots.py"}  # fmt: skip
+                "status_endpoint.py", "memory.py", "run_all.py", "plots.py",
+                "slow_readers.py"}  # fmt: skip
     assert expected <= set(SCRIPTS)
 
 

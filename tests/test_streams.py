@@ -35,7 +35,8 @@ def feed_numbers(events: list[Event]) -> list[int]:
 def test_reconnect_with_last_event_id_gets_exactly_the_missed_events(
     server: str, worker: object
 ) -> None:
-    run = enqueue(numbered_feed, 1000, 0.002, countdown=1)  # the client is there first
+    # The client is there first (a fresh server takes about 0.8 s over its first request).
+    run = enqueue(numbered_feed, 1000, 0.002, countdown=3)
     url = f"{server}/tasks/{run.id}/events/?token={make_token(run.id)}"
     first: list[Event] = []
     with httpx.stream("GET", url, timeout=30) as response:

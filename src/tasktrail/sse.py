@@ -225,13 +225,18 @@ async def _events(
     over: bool,
 ) -> AsyncIterator[bytes]:
     last = last_id
+    backlog = last is not None
     if last is None and opening is not None:
         chunks, last, finished = await opening()
         for chunk in chunks:
             yield chunk
         if finished:
             return
-    if last is not None:
+        # The opening was read after the subscription was confirmed: what is newer than
+        # it arrives on the queue. Only an opening that covers none of the log ("0-0")
+        # is followed by the log itself.
+        backlog = last == "0-0"
+    if last is not None and backlog:
         async for frames, stopped in _backlog(stream, last, stops):
             last = frames[-1].id
             for chunk in _batches(frames, visible):
