@@ -50,6 +50,14 @@ def emit_state(client: Any, run_id: str, status: str) -> None:
     client.publish(keys.channel(stream), f"{event_id}\x1fstate\x1f{body}")
 
 
+def idle_run() -> Any:
+    """A run that stays READY (its queue has no worker): the session worker's two slots
+    stay free for the other tests."""
+    from django.conf import settings
+
+    return enqueue(sleepy, 0, queue=f"{settings.TASKTRAIL['KEY_PREFIX']}-nobody")
+
+
 def stream_url(server: str, run_id: str) -> str:
     return f"{server}/tasks/{run_id}/events/?token={make_token(run_id)}"
 
@@ -141,7 +149,7 @@ def test_clients_that_never_read_are_cut_off_and_do_not_stall_the_others(
 ) -> None:
     from django.conf import settings
 
-    busy, calm = enqueue(sleepy, 60), enqueue(sleepy, 60)
+    busy, calm = idle_run(), idle_run()
     time.sleep(1.0)
     path = f"/tasks/{busy.id}/events/?token={make_token(busy.id)}"
     slow = [never_reading_client(fresh_server, path) for _ in range(200)]
@@ -189,7 +197,7 @@ def test_a_client_that_aborts_a_replay_does_not_flood_the_log(worker: object) ->
     exception.`` per write that followed the reset."""
     from django.conf import settings
 
-    run = enqueue(sleepy, 30)
+    run = idle_run()
     client = _redis()
     first = emit(client, run.id, "line 0", pad="x" * 1000)
     pipe = client.pipeline(transaction=False)
