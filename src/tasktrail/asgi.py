@@ -12,7 +12,10 @@ waiting for ever. Wrap the project's application once::
 
 A body declared or found larger than ``max_bytes`` (default Django's
 ``DATA_UPLOAD_MAX_MEMORY_SIZE``) is answered ``413`` at once, unread; a body that stops
-arriving for ``timeout`` seconds is answered ``408``. Both in JSON, like the API.
+arriving for ``timeout`` seconds, or is still arriving after ``total_timeout``, is
+answered ``408``. Both in JSON, like the API. Without ``max_bytes``, file uploads
+(``multipart/form-data``) pass through untouched: Django's limit leaves file data out
+and streams files to disk.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 DEFAULT_TIMEOUT = 30.0
+DEFAULT_TOTAL_TIMEOUT = 120.0
 
 
 async def _refuse(send: Send, status: int, message: str) -> None:
@@ -56,8 +60,19 @@ def _declared_length(scope: Scope) -> int | None:
     return None
 
 
+def _is_upload(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"content-type":
+            return bool(value.lower().startswith(b"multipart/form-data"))
+    return False
+
+
 def limit_request_bodies(
-    app: ASGIApp, *, max_bytes: int | None = None, timeout: float = DEFAULT_TIMEOUT
+    app: ASGIApp,
+    *,
+    max_bytes: int | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    total_timeout: float = DEFAULT_TOTAL_TIMEOUT,
 ) -> ASGIApp:
     """``app`` behind a bounded body reader (see the module's docstring)."""
 
@@ -70,7 +85,7 @@ def limit_request_bodies(
         return None if configured is None else int(configured)
 
     async def bounded(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (max_bytes is None and _is_upload(scope)):
             await app(scope, receive, send)
             return
         most = limit()
@@ -81,11 +96,14 @@ def limit_request_bodies(
             return
         chunks: list[bytes] = []
         size = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + total_timeout
         while True:
             try:
-                message = await asyncio.wait_for(receive(), timeout)
+                wait = min(timeout, deadline - loop.time())
+                message = await asyncio.wait_for(receive(), max(wait, 0))
             except TimeoutError:
-                await _refuse(send, 408, f"The request body stopped arriving for {timeout:g} s.")
+                await _refuse(send, 408, "The request body did not arrive in time.")
                 return
             if message["type"] == "http.disconnect":
                 return  # the client left before its body arrived: nobody to answer

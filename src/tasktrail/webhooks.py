@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 import redis
 from django.core.exceptions import RequestDataTooBig
+from django.db import transaction
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from kombu.exceptions import OperationalError
@@ -371,4 +372,4 @@ def webhook_view(
 
     view.__name__ = f"{getattr(task, '__name__', 'task')}_webhook"
     view.__qualname__ = view.__name__
-    return csrf_exempt(json_errors(view))
+    return transaction.non_atomic_requests(csrf_exempt(json_errors(view)))  # see http.allow
