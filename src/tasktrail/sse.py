@@ -15,6 +15,7 @@ that went away is noticed before the next write instead of after hundreds.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -119,14 +120,15 @@ class SharedReads:
             pending.exception()  # retrieved: no "never retrieved" warning when all left
 
 
-_shared: dict[asyncio.AbstractEventLoop, SharedReads] = {}
+_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SharedReads] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def shared_reads() -> SharedReads:
     loop = asyncio.get_running_loop()
     reads = _shared.get(loop)
     if reads is None:
-        _shared.clear()  # a loop of the past (tests) is gone
         reads = _shared[loop] = SharedReads()
     return reads
 
