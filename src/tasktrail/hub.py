@@ -101,7 +101,14 @@ class Hub:
         confirmed = self._subscribed.get(channel)
         if confirmed is None:
             confirmed = self._subscribed[channel] = asyncio.get_running_loop().create_future()
-            await self._subscribe(channel)
+            try:
+                await self._subscribe(channel)
+            except BaseException:
+                # Nothing may wait on a subscription that was never sent: the next opener
+                # of this channel subscribes again.
+                self._subscribed.pop(channel, None)
+                await self.unlisten(listener)
+                raise
         try:
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
                 await asyncio.shield(confirmed)
@@ -123,13 +130,13 @@ class Hub:
     async def _subscribe(self, channel: str) -> None:
         # One reader per connection: without the lock, streams opening together would
         # each start one while the first SUBSCRIBE is in flight.
-        async with self._starting:
-            if self._reader is None or self._reader.done():
-                await self._pubsub.subscribe(self._home)
-                loop = asyncio.get_running_loop()
-                self._reader = loop.create_task(self._read(), name="tasktrail-hub")
-                self._sweeper = loop.create_task(self._sweep(), name="tasktrail-hub-sweep")
         try:
+            async with self._starting:
+                if self._reader is None or self._reader.done():
+                    await self._pubsub.subscribe(self._home)
+                    loop = asyncio.get_running_loop()
+                    self._reader = loop.create_task(self._read(), name="tasktrail-hub")
+                    self._sweeper = loop.create_task(self._sweep(), name="tasktrail-hub-sweep")
             await self._pubsub.subscribe(channel)
         except (redis.RedisError, OSError) as exc:
             logger.warning("tasktrail: could not subscribe to %s: %s", channel, exc)
@@ -179,23 +186,31 @@ class Hub:
 
     async def _sweep(self) -> None:
         """Cut off clients whose writes are stuck; drop channels nobody listens to."""
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(SWEEP_EVERY)
-            now = loop.time()
-            for subscribers in tuple(self.listeners.values()):
-                for listener in tuple(subscribers):
-                    since = listener.writing_since
-                    if since is not None and now - since > WRITE_TIMEOUT:
-                        listener.cut_off(f"no write completed for {WRITE_TIMEOUT:.0f} s")
-            for channel, since in tuple(self._idle_since.items()):
-                confirmed = self._subscribed.get(channel)
-                if now - since < IDLE_CHANNEL or confirmed is None or not confirmed.done():
-                    continue
-                del self._idle_since[channel], self._subscribed[channel]
-                # On failure the reader's reconnect resubscribes only what is listened to.
-                with contextlib.suppress(redis.RedisError, OSError):
-                    await self._pubsub.unsubscribe(channel)
+            try:
+                await self._sweep_once(asyncio.get_running_loop().time())
+            except Exception:  # a sweeper that dies never cuts a stuck client off again
+                logger.exception("tasktrail: the hub's sweep failed; it goes on")
+
+    async def _sweep_once(self, now: float) -> None:
+        for subscribers in tuple(self.listeners.values()):
+            for listener in tuple(subscribers):
+                since = listener.writing_since
+                if since is not None and now - since > WRITE_TIMEOUT:
+                    listener.cut_off(f"no write completed for {WRITE_TIMEOUT:.0f} s")
+        for channel, since in tuple(self._idle_since.items()):
+            # Each unsubscribe awaits: a channel may be listened to again meanwhile.
+            if self._idle_since.get(channel) != since or channel in self.listeners:
+                continue
+            confirmed = self._subscribed.get(channel)
+            if now - since < IDLE_CHANNEL or confirmed is None or not confirmed.done():
+                continue
+            self._idle_since.pop(channel, None)
+            self._subscribed.pop(channel, None)
+            # On failure the reader's reconnect resubscribes only what is listened to.
+            with contextlib.suppress(redis.RedisError, OSError):
+                await self._pubsub.unsubscribe(channel)
 
     async def _reconnect(self) -> None:
         with contextlib.suppress(redis.RedisError, OSError):
