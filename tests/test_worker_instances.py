@@ -63,3 +63,24 @@ def test_the_workers_page_warns_of_namesakes(client: Any, admin_user: Any) -> No
     client.force_login(admin_user)
     page = client.get("/ops/workers/").content.decode()
     assert "data-namesakes" in page and f"2 live worker processes use the name {NAME}" in page
+
+
+def test_a_namesake_in_another_pid_namespace_on_this_host_is_not_taken_for_dead() -> None:
+    # Containers sharing the host's name (host networking) each run their worker as
+    # pid 1: only the pid namespace tells a live namesake from a dead predecessor.
+    import os
+    import subprocess
+    import sys
+
+    from tasktrail.workers import MACHINE, Instance
+
+    probe = "from tasktrail.workers import MACHINE; print(MACHINE)"
+    inside = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", probe],
+        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": "src"},
+    ).stdout.strip()  # fmt: skip
+    assert inside and inside != MACHINE
+    namesake = Instance(
+        id="container-b", pid=os.getpid(), machine=inside, beat=time.time(), active=frozenset()
+    )
+    assert not namesake.dead_here()

@@ -63,12 +63,17 @@ def _instances_key(hostname: str) -> str:
 
 
 def _machine() -> str:
-    """This machine (and boot): a pid means something only on the machine it came from."""
+    """Where a pid means something: this machine, its boot and its pid namespace.
+    Containers on one host may share the hostname (host networking) and each run its
+    worker as pid 1; only the namespace tells them apart."""
+    where = socket.gethostname()
     try:
         with open("/proc/sys/kernel/random/boot_id") as boot:
-            return f"{socket.gethostname()}/{boot.read().strip()}"
+            where += f"/{boot.read().strip()}"
+        where += f"/{os.readlink('/proc/self/ns/pid')}"
     except OSError:
-        return socket.gethostname()
+        pass
+    return where
 
 
 # This process: its beats carry it, so two processes under one name stay two.
