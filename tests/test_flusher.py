@@ -235,3 +235,21 @@ def test_a_hot_record_without_an_id_is_written_under_the_leased_id() -> None:
     apply(run_id, "finish", attempt=1, status=Status.SUCCESSFUL, fields={"result": "1"})
     flush_all()
     assert TaskRun.objects.get(pk=run_id).status == Status.SUCCESSFUL
+
+
+def test_nul_characters_in_text_and_json_reach_the_database_replaced() -> None:
+    # PostgreSQL refuses NUL in text and jsonb: a run whose error or result holds one
+    # must still reach the database, whole, never be dropped once it is final.
+    run_id = str(uuid.uuid4())
+    apply(run_id, "publish", status=Status.READY,
+          create={"id": run_id, "task": "nul", "enqueued_at": stamp(time.time())})  # fmt: skip
+    apply(run_id, "start", attempt=1, status=Status.RUNNING)
+    apply(run_id, "finish", attempt=1, status=Status.FAILED,
+          fields={"error_type": "builtins.ValueError", "error_message": "bad\x00byte",
+                  "result": '{"name": "a\\u0000b", "k\\u0000": ["\\u0000"]}'})  # fmt: skip
+    flush_all()
+    row = TaskRun.objects.get(pk=run_id)
+    assert row.status == Status.FAILED
+    assert row.error_message == "bad\ufffdbyte"
+    assert row.result == {"name": "a\ufffdb", "k\ufffd": ["\ufffd"]}
+    assert row.flush_error == ""

@@ -55,7 +55,9 @@ def _create(run_id: str, request: Any) -> dict[str, str] | None:
     track (its id still gets Celery's result, and a record only if it has one)."""
     name = ""
     if request is not None:  # named as the publish receiver names it
-        name = naming.run_name(str(getattr(request, "task", "") or ""), request.shadow)
+        name = naming.run_name(
+            str(getattr(request, "task", "") or ""), getattr(request, "shadow", None)
+        )
     if not name:
         name = (_names.get() or {}).get(run_id, "")
     if not name or not is_tracked(name):

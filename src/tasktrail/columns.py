@@ -12,8 +12,22 @@ from typing import Any
 
 from .records import to_datetime
 
+# PostgreSQL's text and jsonb refuse NUL: it becomes U+FFFD, the replacement character,
+# so a run holding one is still written whole (a run never written is lost for good).
+REPLACEMENT = "\ufffd"
+
 
 def _text(value: str) -> str:
+    return value.replace("\x00", REPLACEMENT) if "\x00" in value else value
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {_text(key): _without_nul(item) for key, item in value.items()}
     return value
 
 
@@ -30,7 +44,10 @@ def _generation(value: str) -> int:
 
 
 def _json(value: str) -> Any:
-    return json.loads(value) if value else None
+    if not value:
+        return None
+    parsed = json.loads(value)
+    return _without_nul(parsed) if "\\u0000" in value else parsed
 
 
 def _flag(value: str) -> bool:
@@ -38,7 +55,7 @@ def _flag(value: str) -> bool:
 
 
 def _or_none(value: str) -> str | None:
-    return value or None
+    return _text(value) or None
 
 
 # hash field -> (column, converter, value when the field is missing)
