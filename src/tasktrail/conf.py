@@ -26,8 +26,9 @@ SETTINGS: dict[str, Setting] = {
     "REDIS_POOL_SIZE": Setting(
         types=(int,),
         default=8,
-        help="Redis connections each web process's event loop uses for commands (plus one "
-        "subscriber), however many streams are open.",
+        help="Redis connections a web process uses for commands, per event loop and for "
+        "its sync views' threads (plus one subscriber), however many streams are open. "
+        "Workers are not bounded: each pool thread needs one while it records.",
     ),
     "KEY_PREFIX": Setting(types=(str,), default="tasktrail", help="Prefix of every Redis key."),
     "EXCLUDE_TASKS": Setting(

@@ -19,6 +19,20 @@ POOL_WAIT = 20.0
 
 _lock = threading.Lock()
 _clients: dict[str, redis.Redis] = {}
+# Web processes bound their sync pool. A worker does not: each of its pool's threads or
+# greenlets needs a connection while it records a transition, and its cancel follower
+# holds one for good; a bounded pool there would turn load into a false outage.
+_bounded = True
+
+
+def in_worker() -> None:
+    """This process is a Celery worker (its pool children inherit it): unbounded pool."""
+    global _bounded
+    with _lock:
+        _bounded = False
+        _clients.clear()
+
+
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, aredis.Redis]] = (
     weakref.WeakKeyDictionary()
 )
@@ -75,21 +89,29 @@ class _BoundedAsyncPool(aredis.BlockingConnectionPool):
 
 def get_redis() -> redis.Redis:
     """The process-wide client for ``TASKTRAIL['REDIS_URL']`` (fork-safe: redis-py resets
-    its pool in a child process), over at most ``REDIS_POOL_SIZE`` connections."""
+    its pool in a child process), over at most ``REDIS_POOL_SIZE`` connections outside
+    workers (see :func:`in_worker`)."""
     url = redis_url()
     client = _clients.get(url)
     if client is None:
         with _lock:
             client = _clients.get(url)
             if client is None:
-                pool = _BoundedPool.from_url(
-                    url,
-                    max_connections=int(settings.REDIS_POOL_SIZE),
-                    timeout=POOL_WAIT,
-                    socket_connect_timeout=2,
-                    socket_timeout=5,
-                    health_check_interval=30,
-                    client_name=client_name(),
+                options: dict[str, Any] = {
+                    "socket_connect_timeout": 2,
+                    "socket_timeout": 5,
+                    "health_check_interval": 30,
+                    "client_name": client_name(),
+                }
+                pool = (
+                    _BoundedPool.from_url(
+                        url,
+                        max_connections=int(settings.REDIS_POOL_SIZE),
+                        timeout=POOL_WAIT,
+                        **options,
+                    )
+                    if _bounded
+                    else redis.ConnectionPool.from_url(url, **options)
                 )
                 client = redis.Redis(connection_pool=pool)
                 _clients[url] = client

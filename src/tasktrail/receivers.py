@@ -363,8 +363,9 @@ def on_task_unknown(
 
 
 def on_worker_init(sender: Any = None, **_: Any) -> None:
-    from . import workers
+    from . import connection, workers
 
+    connection.in_worker()
     hostname = str(getattr(sender, "hostname", "") or "")
     if hostname:
         workers.prepare(hostname)
