@@ -11,7 +11,7 @@ from .judge import Judge
 
 # transaction=True: get_run() reads rows the workers' flushers commit (and pytest-django
 # sets the test database up only for tests that are marked).
-pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True), pytest.mark.once]
 
 
 @pytest.mark.timeout(600)  # the first verdict includes starting the workers
