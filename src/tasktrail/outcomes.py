@@ -8,7 +8,6 @@ backend sees (eager runs, ``ignore_result`` tasks, another result backend).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 from .conf import settings
 from .redaction import capped_json
 from .status import Status
-from .transitions import ANY_ATTEMPT, Applied, CeleryMeta, Op, dumps, finite, safely, stamp
+from .transitions import ANY_ATTEMPT, Applied, CeleryMeta, Op, dumps, safely, stamp
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,14 +62,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _dumps_result(value: Any) -> str:
-    try:
-        return json.dumps(
-            value, separators=(",", ":"), ensure_ascii=False, default=_jsonable, allow_nan=False
-        )
-    except ValueError:  # NaN or Infinity: stored as null, which both databases accept
-        return json.dumps(
-            finite(value), separators=(",", ":"), ensure_ascii=False, default=_jsonable
-        )
+    return dumps(value, default=_jsonable)
 
 
 def json_result(value: Any) -> str:

@@ -12,7 +12,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
@@ -60,16 +60,17 @@ class CeleryMeta:
     ttl: int = 0
 
 
-def dumps(value: Any) -> str:
+def dumps(value: Any, default: Callable[[Any], Any] = str) -> str:
     """JSON as both databases and every browser accept it: NaN and Infinity (not JSON)
     become ``null``. A task's progress or feed data never fails the task for that;
-    ``enqueue()`` refuses such arguments before they are sent."""
+    ``enqueue()`` refuses such arguments before they are sent. ``default`` renders what
+    JSON has no word for (its text, by default)."""
     try:
         return json.dumps(
-            value, separators=(",", ":"), ensure_ascii=False, default=str, allow_nan=False
+            value, separators=(",", ":"), ensure_ascii=False, default=default, allow_nan=False
         )
     except ValueError:
-        return json.dumps(finite(value), separators=(",", ":"), ensure_ascii=False, default=str)
+        return json.dumps(finite(value), separators=(",", ":"), ensure_ascii=False, default=default)
 
 
 def finite(value: Any) -> Any:
