@@ -5,7 +5,8 @@
     uv run python bench/dashboard_pages.py --dry-run    # print the plan, touch nothing
 
 Fills its own database (``tasktrail_dash_bench`` on 127.0.0.1:5432, user postgres)
-with one INSERT ... SELECT over generate_series (runs spread over 30 days, 92%
+with one INSERT ... SELECT over generate_series (runs spread over 30 days, or
+``--days``, 92%
 successful, 6% failed, 2% cancelled, a backlog of READY/RUNNING at the head),
 then requests each page in-process with Django's test client as a superuser, and
 prints the median server time of 5 requests (target < 100 ms) and, for each page,
@@ -15,9 +16,12 @@ the EXPLAIN ANALYZE of its slowest queries.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import statistics
 import sys
 import time
+import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +31,16 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 TARGET_MS = 100.0
 TASKS = [f"bench.tasks.job_{i:02d}" for i in range(20)]
 QUEUES = ["default", "reports", "emails"]
+# The first FAMILY runs share one root: the workflow timeline's family (a chord of 1,000).
+FAMILY = 1000
 
 FILL_SQL = """
 INSERT INTO tasktrail_taskrun (
   id, task, status, queue, worker, attempts, progress_current, progress_total,
   progress_message, args, kwargs, result, error_type, error_message, error_traceback,
-  enqueued_at, started_at, finished_at, team, subject, parent_id, root_id, group_id,
-  cancelled_by, retry_of, version, owner_id)
+  enqueued_at, started_at, last_attempted_at, finished_at, team, subject, parent_id, root_id, group_id,
+  cancelled_by, retry_of, version, owner_id, arguments_incomplete, error_reason, generation,
+  flush_error, trace_id, span_id, fingerprint)
 SELECT
   md5(g::text || 'run')::uuid::text,
   'bench.tasks.job_' || lpad((g %% 20)::text, 2, '0'),
@@ -46,10 +53,18 @@ SELECT
   CASE WHEN g %% 50 >= 4 THEN to_jsonb(g) END,
   CASE WHEN g %% 50 < 3 THEN 'builtins.ValueError' ELSE '' END,
   CASE WHEN g %% 50 < 3 THEN 'bad input ' || g ELSE '' END, '',
-  now() - (g * interval '30 days' / %(rows)s),
-  now() - (g * interval '30 days' / %(rows)s) + interval '1 second',
-  CASE WHEN g > %(backlog)s THEN now() - (g * interval '30 days' / %(rows)s) + interval '3 seconds' END,
-  '', '', '', md5((g / 5)::text || 'root')::uuid::text, '', '', '', 1, NULL
+  now() - (g * %(span)s / %(rows)s),
+  -- waits of 0.1 to 2 s and runtimes of 0.05 to 9.7 s, spread over the ranks
+  now() - (g * %(span)s / %(rows)s) + ((1 + (g * 7) %% 20) * interval '100 ms'),
+  now() - (g * %(span)s / %(rows)s) + ((1 + (g * 7) %% 20) * interval '100 ms'),
+  CASE WHEN g > %(backlog)s THEN now() - (g * %(span)s / %(rows)s)
+    + ((1 + (g * 7) %% 20) * interval '100 ms') + ((1 + (g * 13) %% 97) * interval '100 ms') END,
+  '', '', '', md5((CASE WHEN g <= %(family)s THEN 0 ELSE g / 5 END)::text || 'root')::uuid::text,
+  '', '', '', 1, NULL, false, '', 1,
+  '', md5(g::text || 'trace'), left(md5(g::text || 'span'), 16),
+  -- failure groups: seven fingerprints among the failed runs
+  CASE WHEN g > %(backlog)s AND g %% 50 < 3 THEN left(md5('group' || (g %% 7)::text), 16)
+       ELSE '' END
 FROM generate_series(1, %(rows)s) AS g
 """
 
@@ -133,7 +148,7 @@ def ensure_database(name: str) -> None:
             db.execute(f'CREATE DATABASE "{name}"')
 
 
-def fill(rows: int, refill: bool) -> None:
+def fill(rows: int, refill: bool, days: int = 30) -> None:
     from django.core.management import call_command
     from django.db import connection
 
@@ -143,13 +158,37 @@ def fill(rows: int, refill: bool) -> None:
         estimate = int(cursor.fetchone()[0])
         if estimate >= rows * 0.95 and not refill:
             print(f"table already holds about {estimate:,} runs (use --refill to rebuild)")
+            _ensure_family(cursor)
             return
         started = time.perf_counter()
         cursor.execute("TRUNCATE tasktrail_taskrun")
-        cursor.execute(FILL_SQL, {"rows": rows, "backlog": min(2000, rows // 100)})
+        cursor.execute(
+            FILL_SQL,
+            {
+                "rows": rows,
+                "backlog": min(2000, rows // 100),
+                "span": timedelta(days=days),
+                "family": FAMILY,
+            },
+        )
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE tasktrail_taskrun")
     print(f"filled {rows:,} runs in {time.perf_counter() - started:.1f}s")
+
+
+def _family_root() -> str:
+    return str(uuid.UUID(hashlib.md5(b"0root").hexdigest()))  # FILL_SQL's family root
+
+
+def _ensure_family(cursor: Any) -> None:
+    """A table filled before the timeline existed: give its first FAMILY runs one root."""
+    ids = [
+        str(uuid.UUID(hashlib.md5(f"{g}run".encode()).hexdigest())) for g in range(1, FAMILY + 1)
+    ]
+    cursor.execute(
+        "UPDATE tasktrail_taskrun SET root_id = %s WHERE id = ANY(%s) AND root_id <> %s",
+        [_family_root(), ids, _family_root()],
+    )
 
 
 def pages() -> list[tuple[str, str]]:
@@ -157,6 +196,8 @@ def pages() -> list[tuple[str, str]]:
 
     sample = TaskRun.objects.filter(status="FAILED").order_by("-enqueued_at").first()
     run_id = sample.id if sample else "missing"
+    fingerprint = sample.fingerprint if sample and sample.fingerprint else "0" * 16
+    member = TaskRun.objects.filter(root_id=_family_root()).values_list("id", flat=True).first()
     return [
         ("overview", "/ops/"),
         ("runs", "/ops/runs/"),
@@ -166,16 +207,23 @@ def pages() -> list[tuple[str, str]]:
         ("runs search (24h)", "/ops/runs/?search=c4242"),
         ("runs page 2", "/ops/runs/?cursor=NEXT"),
         ("run detail", f"/ops/runs/{run_id}/"),
+        ("timeline (1,000 runs)", f"/ops/runs/{member}/timeline/"),
+        ("timeline data (1,000 runs)", f"/ops/runs/{member}/timeline/data/"),
         ("failures", "/ops/failures/"),
+        ("failure groups", "/ops/failures/groups/"),
+        ("failure groups muted=1", "/ops/failures/groups/?muted=1"),
+        ("failure group", f"/ops/failures/groups/{fingerprint}/"),
         ("bulk retry confirm", f"/ops/bulk/retry/?task={TASKS[1]}"),
         ("workers", "/ops/workers/"),
         ("queues", "/ops/queues/"),
         ("schedules", "/ops/schedules/"),
         ("/metrics", "/metrics"),
+        ("latency", "/ops/latency/"),
+        ("latency task=", f"/ops/latency/?task={TASKS[7]}"),
     ]
 
 
-def measure(repeat: int, plans: int) -> list[tuple[str, float]]:
+def measure(repeat: int, plans: int, only: list[str] | None = None) -> list[tuple[str, float]]:
     from django.contrib.auth.models import User
     from django.db import connection
     from django.test import Client
@@ -192,6 +240,8 @@ def measure(repeat: int, plans: int) -> list[tuple[str, float]]:
     cursor = first.context["next_cursor"] if first.context else ""
     results = []
     for label, url in pages():
+        if only and not any(word in label for word in only):
+            continue
         url = url.replace("NEXT", cursor or "")
         client.get(url)  # warm caches
         times = []
@@ -209,7 +259,11 @@ def measure(repeat: int, plans: int) -> list[tuple[str, float]]:
         slowest = sorted(captured.captured_queries, key=lambda q: -float(q["time"]))[:plans]
         for query in slowest:
             sql = query["sql"]
-            if not sql.startswith("SELECT") or "django_session" in sql or "auth_user" in sql:
+            if (
+                not sql.startswith(("SELECT", "WITH"))
+                or "django_session" in sql
+                or "auth_user" in sql
+            ):
                 continue
             with connection.cursor() as db:
                 db.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) " + sql)
@@ -228,21 +282,33 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--plans", type=int, default=3, help="Slowest queries explained per page.")
     parser.add_argument("--dry-run", action="store_true", help="Print the plan and exit.")
+    parser.add_argument(
+        "--days",
+        type=int,
+        default=30,
+        help="Days the runs are spread over (--rows 100000 --days 3 has the per-day "
+        "density of 1,000,000 runs over 30: the latency screen reads one day).",
+    )
+    parser.add_argument("--only", nargs="*", help="Measure the pages whose label has a word.")
     options = parser.parse_args()
     if options.dry_run:
         print(f"would fill {options.db} with {options.rows:,} runs, then time:")
         for label, url in [
             ("overview", "/ops/"), ("runs", "/ops/runs/"), ("run detail", "/ops/runs/<id>/"),
-            ("failures", "/ops/failures/"), ("workers", "/ops/workers/"),
+            ("timeline", "/ops/runs/<id>/timeline/"),
+            ("timeline data", "/ops/runs/<id>/timeline/data/"),
+            ("failures", "/ops/failures/"), ("failure groups", "/ops/failures/groups/"),
+            ("failure group", "/ops/failures/groups/<fingerprint>/"), ("workers", "/ops/workers/"),
             ("queues", "/ops/queues/"), ("schedules", "/ops/schedules/"), ("metrics", "/metrics"),
+            ("latency", "/ops/latency/"), ("latency task", "/ops/latency/?task=<name>"),
         ]:  # fmt: skip
             print(f"  {label:<12} {url}")
         return
     ensure_database(options.db)
     configure(options.db)
     _urls()
-    fill(options.rows, options.refill)
-    results = measure(options.repeat, options.plans)
+    fill(options.rows, options.refill, options.days)
+    results = measure(options.repeat, options.plans, options.only)
     slow = [label for label, ms in results if ms >= TARGET_MS]
     print(f"\n{len(results) - len(slow)}/{len(results)} pages under {TARGET_MS:.0f} ms" + (
         f"; slow: {', '.join(slow)}" if slow else ""

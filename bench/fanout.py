@@ -10,6 +10,7 @@ backend connection per client) at the smallest N.
 
     uv run python bench/fanout.py            # 1,000 5,000 10,000 (+ seeds at 1,000)
     uv run python bench/fanout.py --quick    # 200 1,000 (+ seeds at 200)
+    uv run python bench/fanout.py --quick --cluster   # single Redis vs a local Redis Cluster
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def measure(variant: str, clients: int, port: int, web_pid: int, prefix: str) ->
     go = f"{prefix}:go:{uuid.uuid4().hex}"
     result = fanout_probe.delay(go, variant)
     time.sleep(0.5)  # the run is RUNNING
-    if variant == "tasktrail":
+    if variant.startswith("tasktrail"):
         path = f"/tasks/{result.id}/events/?token={make_token(result.id)}"
     else:
         path = f"/seeds/stream/{result.id}/"
@@ -167,11 +168,58 @@ def main() -> int:
     p.add_argument("--seeds-clients", type=int, default=None, help="N for the seeds baseline")
     p.add_argument("--profile", action="store_true", help="profile uvicorn at the largest N")
     p.add_argument("--client", nargs=4, default=None, help=__import__("argparse").SUPPRESS)
+    p.add_argument(
+        "--cluster", action="store_true",
+        help="tasktrail on a single Redis, then on a local Redis Cluster; print the ratio",
+    )  # fmt: skip
+    p.add_argument("--on-cluster", action="store_true", help=__import__("argparse").SUPPRESS)
     args = p.parse_args()
     if args.client:
         port, path, count, timeout = args.client
         client_process(int(port), path, int(count), float(timeout))
         return 0
+    if args.cluster and not args.dry_run:
+        return _single_against_cluster(args)
+    if args.on_cluster and not args.dry_run:
+        with harness.redis_cluster() as url:
+            os.environ["BENCH_TRACKING_REDIS"] = url
+            return _run(p, args)
+    return _run(p, args)
+
+
+def _single_against_cluster(args: Any) -> int:
+    """The same fan-out with tasktrail's Redis a single node and then a cluster (each in a
+    process of its own, the seeds baseline left out); the ratio of the times to the last
+    client."""
+    flags = [*(["--quick"] if args.quick else []), "--seeds-clients", "0"]
+    flags += [*(["--clients", args.clients] if args.clients else [])]
+    flags += [*(["--repeat", str(args.repeat)] if args.repeat else [])]
+    found: dict[str, dict[str, dict[str, float]]] = {}
+    # The cluster first: its nodes start before thousands of client sockets take
+    # ephemeral ports (tests/redis_cluster.py gives them bus ports outside that range).
+    for label, extra in (("cluster", ["--on-cluster"]), ("single", [])):
+        done = subprocess.run(
+            [harness.PY, __file__, *flags, *extra], cwd=harness.ROOT, capture_output=True,
+            text=True, timeout=3600,
+        )  # fmt: skip
+        print(done.stdout, end="", flush=True)
+        if done.returncode:
+            print(done.stderr[-3000:], file=sys.stderr)
+            return done.returncode
+        found[label] = json.loads(done.stdout.strip().splitlines()[-1].removeprefix("MEDIANS "))
+    print()
+    print("fan-out, tasktrail on a Redis Cluster against a single Redis (same run)")
+    rows = []
+    for label, single in found["single"].items():
+        on_cluster = found["cluster"].get(label.replace("tasktrail@", "tasktrail-cluster@"))
+        if on_cluster and single.get("last_ms") and on_cluster.get("last_ms"):
+            ratio = round(on_cluster["last_ms"] / single["last_ms"], 2)
+            rows.append([label.split("@")[1], single["last_ms"], on_cluster["last_ms"], ratio])
+    print(harness.table(rows, ["N", "single last ms", "cluster last ms", "cluster/single"]))
+    return 0
+
+
+def _run(p: Any, args: Any) -> int:
     sizes = [int(x) for x in (args.clients or ("200,1000" if args.quick else "1000,5000,10000"))
              .split(",")]  # fmt: skip
     seeds_n = args.seeds_clients if args.seeds_clients is not None else min(sizes)
@@ -192,7 +240,8 @@ def main() -> int:
     worker = harness.start_worker(env)
     runs: list[dict[str, Any]] = []
     try:
-        plan = [("tasktrail", n) for n in sizes] + ([("seeds", seeds_n)] if seeds_n else [])
+        ours = "tasktrail-cluster" if args.on_cluster else "tasktrail"
+        plan = [(ours, n) for n in sizes] + ([("seeds", seeds_n)] if seeds_n else [])
         for attempt in range(harness.repeats(args)):
             for variant, n in plan:
                 web, port = harness.start_uvicorn(env, name=f"web-{variant}-{n}")
@@ -245,6 +294,7 @@ def main() -> int:
     )  # fmt: skip
     if ratio is not None:
         print(f"ratio seeds / tasktrail, time to last client at N={seeds_n}: {ratio}x")
+    print("MEDIANS " + json.dumps(medians))  # read by --cluster
     return 0
 
 

@@ -20,15 +20,19 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 PY = sys.executable
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+# BENCH_REDIS (host and port only) moves every benchmark to another Redis: a private
+# server keeps another job's commands out of INFO commandstats and CPU figures.
+_REDIS = urlsplit(os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379"))
+REDIS_HOST, REDIS_PORT = _REDIS.hostname or "127.0.0.1", _REDIS.port or 6379
 BENCH_DBS = (10, 11, 12, 13)
 
 
@@ -263,7 +267,9 @@ def prepare_database(env: dict[str, str]) -> None:
         import psycopg
 
         name = env.get("BENCH_PG_NAME", "tasktrail_bench")
-        with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as c:
+        port = env.get("PGPORT", "5432")
+        dsn = f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
+        with psycopg.connect(dsn, autocommit=True) as c:
             if not c.execute("SELECT 1 FROM pg_database WHERE datname=%s", (name,)).fetchone():
                 c.execute(f'CREATE DATABASE "{name}"')
     RESULTS.mkdir(exist_ok=True)
@@ -559,3 +565,25 @@ async def load(
         "rps": round(len(latencies) / duration, 1),
         **summary_ms(latencies),
     }
+
+
+# ------------------------------------------------------------------------ Redis Cluster
+
+CLUSTER_PORTS = (27720, 27721, 27722, 27723, 27724, 27725)  # the tests use 27700-27705
+
+
+@contextlib.contextmanager
+def redis_cluster() -> Iterator[str]:
+    """A local Redis Cluster (3 masters, 3 replicas, tests/redis_cluster.py) for the
+    length of the block; yields tasktrail's URL for it."""
+    import tempfile
+
+    from tests.redis_cluster import RedisCluster
+
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as directory:
+        cluster = RedisCluster(Path(directory), CLUSTER_PORTS)
+        try:
+            cluster.start()
+            yield cluster.url
+        finally:
+            cluster.stop()

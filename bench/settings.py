@@ -71,10 +71,17 @@ else:
 
 # Redis databases 10-12 belong to the benchmarks (tests use 8 and 9).
 TASKTRAIL = {
-    "REDIS_URL": f"{REDIS}/11",
+    # BENCH_TRACKING_REDIS: tasktrail's own Redis elsewhere (a private server the drain
+    # benchmark restarts and weighs), the broker staying on BENCH_REDIS.
+    "REDIS_URL": os.environ.get("BENCH_TRACKING_REDIS", f"{REDIS}/11"),
     "KEY_PREFIX": PREFIX,
     "KEEPALIVE_INTERVAL": 15,
 }
+if os.environ.get("BENCH_STREAM_TTL"):
+    TASKTRAIL["STREAM_TTL"] = int(os.environ["BENCH_STREAM_TTL"])
+    # Celery's result meta (kept beside the record, as its Redis backend keeps it) lives
+    # for result_expires: one day unless told, the same as the stream here.
+    CELERY_RESULT_EXPIRES = int(os.environ["BENCH_STREAM_TTL"])
 
 CELERY_BROKER_URL = f"{REDIS}/10"
 CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{PREFIX}:broker:"}

@@ -45,7 +45,7 @@ def progress_probe(self: Any, count: int, spacing: float, style: str, go: str = 
     client = _redis()
     channel = f"{bench_settings.PREFIX}:seeds:{self.request.id}"
     sent: list[float] = []
-    if style == "tasktrail":
+    if style.startswith("tasktrail"):  # on a single Redis or a cluster
         from tasktrail import progress
     for i in range(1, count + 1):
         now = time.time()
@@ -97,7 +97,7 @@ def fanout_probe(self: Any, go: str, style: str = "tasktrail") -> float:
     """Wait for go, then emit one progress event (its send time is the message)."""
     _wait(go, 900)
     now = time.time()
-    if style == "tasktrail":
+    if style.startswith("tasktrail"):  # on a single Redis or a cluster
         from tasktrail import progress
 
         progress(1, 2, repr(now))

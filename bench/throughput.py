@@ -14,6 +14,7 @@ For tasktrail, ``db_lag`` is how much later the database held all runs as SUCCES
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -34,6 +35,10 @@ VARIANTS: dict[str, dict[str, str]] = {
     "dcr-pg": {"mode": "dcr", "db": "postgres", "BENCH_PG_NAME": "tasktrail_bench_dcr"},
     # Not in the default set: tracking on *and* Celery's Redis result backend kept.
     "tasktrail-pg+rb": {"mode": "tasktrail+rb", "db": "postgres"},
+    # The same with tasktrail's Redis a local Redis Cluster (3 masters, 3 replicas); the
+    # broker and Celery's results stay on the single Redis (its backend cannot run on a
+    # cluster). Compare with tasktrail-pg+rb: --variants tasktrail-pg+rb,tasktrail-pg+rb-cluster
+    "tasktrail-pg+rb-cluster": {"mode": "tasktrail+rb", "db": "postgres", "cluster": "1"},
 }
 DEFAULT = ["plain", "tasktrail-sqlite", "tasktrail-pg", "dcr-pg"]
 
@@ -69,12 +74,15 @@ def _finish_times(mode: str, ids: list[str], prefix: str, timeout: float) -> lis
             values = client.mget([key.format(i) for i in chunk])
             return [None if v is None else _epoch(json.loads(v)["date_done"]) for v in values]
     else:
-        client = harness.redis(11)
+        from tasktrail import keys
+        from tasktrail.connection import get_redis
+
+        client = get_redis()  # tasktrail's own: a single Redis or a cluster
 
         def read(chunk: list[str]) -> list[float | None]:
             pipe = client.pipeline(transaction=False)
             for run_id in chunk:
-                pipe.hmget(f"{prefix}:run:{run_id}", "status", "finished_at")
+                pipe.hmget(keys.run_hash(run_id), "status", "finished_at")
             return [float(f) if s == b"SUCCESSFUL" and f else None for s, f in pipe.execute()]
 
     while read(ids[-1:]) == [None]:
@@ -186,15 +194,19 @@ def child(variant: str, count: int) -> dict[str, Any]:
 def run_variant(variant: str, count: int) -> dict[str, Any]:
     spec = dict(VARIANTS[variant])
     mode, db = spec.pop("mode"), spec.pop("db")
+    on_cluster = bool(spec.pop("cluster", ""))
     prefix = harness.unique_prefix("tp")
     env = harness.child_env(mode=mode, prefix=prefix, db=db, BENCH_INSTRUMENT="1", **spec)
     harness.RESULTS.mkdir(exist_ok=True)
     if db == "postgres":
         harness.prepare_database(env)
-    done = subprocess.run(
-        [harness.PY, __file__, "--child", variant, "--tasks", str(count)],
-        cwd=harness.ROOT, env=env, capture_output=True, text=True, timeout=1800,
-    )  # fmt: skip
+    with harness.redis_cluster() if on_cluster else contextlib.nullcontext("") as cluster_url:
+        if cluster_url:
+            env["BENCH_TRACKING_REDIS"] = cluster_url
+        done = subprocess.run(
+            [harness.PY, __file__, "--child", variant, "--tasks", str(count)],
+            cwd=harness.ROOT, env=env, capture_output=True, text=True, timeout=1800,
+        )  # fmt: skip
     if done.returncode:
         raise RuntimeError(f"{variant} failed:\n{done.stderr[-4000:]}")
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -255,6 +267,10 @@ def main() -> int:
     )  # fmt: skip
     if "tasktrail-pg" in ratios:
         print(f"ratio tasktrail-pg / plain (end to end): {ratios['tasktrail-pg']:.3f}")
+    single, on_cluster = (medians.get(v) for v in ("tasktrail-pg+rb", "tasktrail-pg+rb-cluster"))
+    if single and on_cluster:
+        ratio = on_cluster["e2e_rate"] / single["e2e_rate"]
+        print(f"ratio cluster / single node (tasktrail-pg+rb, end to end): {ratio:.3f}")
     return 0
 
 

@@ -49,6 +49,30 @@ def _stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _no_journal_in_the_test_process() -> None:
+    """The journal of finished records writes rows from a thread of its own after a Redis
+    restart; in this process that thread would write into whichever test runs then. The
+    worker and server subprocesses keep it (tests/test_outage.py relies on it there);
+    tests/test_journal.py turns it on for itself."""
+    from tasktrail import journal
+
+    journal.enabled = False
+
+
+@pytest.fixture(autouse=True)
+def _no_outage_carried_over() -> Iterator[None]:
+    """A test that made Redis unreachable leaves this process failing fast for a second
+    and holding deferred transitions; neither may reach the next test (which may use
+    another Redis: a result stored there went to the database fallback instead)."""
+    yield
+    from tasktrail import transitions
+
+    with transitions._backlog_lock:
+        transitions._backlog.clear()
+    transitions._down_until = 0.0
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _clean_redis() -> Iterator[None]:
     yield
     prefix = settings.TASKTRAIL["KEY_PREFIX"]

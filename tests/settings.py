@@ -93,12 +93,20 @@ REDIS_URL = os.environ.get("TASKTRAIL_TEST_REDIS", "redis://127.0.0.1:6379/9")
 TASKTRAIL = {
     "REDIS_URL": REDIS_URL,
     "KEY_PREFIX": KEY_PREFIX,
-    "FLUSH_INTERVAL": 0.2,
+    "FLUSH_INTERVAL": float(os.environ.get("TASKTRAIL_TEST_FLUSH_INTERVAL", "0.2")),
     "KEEPALIVE_INTERVAL": 1,
     # The sweep settles runs whose message the broker lost after this long (the
     # conformance tier waits for it); long enough for runs tests make by hand.
     "UNDELIVERED_AFTER": 20,
 }
+# Short liveness bounds for processes a test starts itself (tests/test_multihost.py);
+# unset, tasktrail's defaults apply.
+for _name, _variable in (
+    ("HEARTBEAT_INTERVAL", "TASKTRAIL_TEST_HEARTBEAT"),
+    ("LOST_AFTER", "TASKTRAIL_TEST_LOST_AFTER"),
+):
+    if _variable in os.environ:
+        TASKTRAIL[_name] = float(os.environ[_variable])
 
 # Django 6's django.tasks on Celery (tests/test_django_tasks.py); Django 5.2 ignores it.
 TASKS = {

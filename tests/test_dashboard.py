@@ -63,7 +63,7 @@ def operator_client() -> Client:
     return client
 
 
-PAGES = ["", "runs/", "failures/", "workers/", "queues/", "schedules/"]
+PAGES = ["", "runs/", "failures/", "workers/", "queues/", "schedules/", "latency/"]
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -223,5 +223,25 @@ def test_schedules_from_settings(admin_client: Client) -> None:
         assert entry.last_run.id == last.id
         assert entry.next_run_at is not None
         assert f"/ops/runs/{last.id}/" in response.content.decode()
+    finally:
+        app.conf.beat_schedule = {}
+
+
+def test_running_a_schedule_now_is_audited(admin_client: Client) -> None:
+    from tasktrail.models import AuditEntry
+    from tests.celery_app import app
+
+    app.conf.beat_schedule = {
+        "add-every-minute": {"task": "tests.testapp.tasks.add", "schedule": 60.0, "args": [1, 2]}
+    }
+    try:
+        response = admin_client.post(
+            "/ops/schedules/run-now/", {"key": "settings:add-every-minute"}, REMOTE_ADDR="10.0.0.5"
+        )
+        assert response.status_code == 302
+        entry = AuditEntry.objects.get(action="run_now")
+        assert (entry.actor_name, entry.address) == ("boss", "10.0.0.5")
+        assert entry.detail["schedule"] == "add-every-minute"
+        assert response["Location"].rstrip("/").endswith(entry.detail["new_run"])
     finally:
         app.conf.beat_schedule = {}

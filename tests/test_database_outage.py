@@ -8,53 +8,30 @@ it, exactly as in a worker.
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import Iterator
 
 import pytest
+from scripts.services import PrivatePostgres
 
-from tests.conftest import ROOT, _free_port
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.acceptance
-
-_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-
-
-def _as_postgres(*command: str) -> list[str]:
-    """initdb and pg_ctl refuse to run as root."""
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else list(command)
 
 
 @pytest.fixture
 def private_postgres() -> Iterator[tuple[int, list[str]]]:
     """A PostgreSQL cluster of this test's own; yields its port and the pg_ctl command
     that stops and starts it."""
-    if not _BIN:
-        pytest.fail("PostgreSQL's server binaries are not installed (/usr/lib/postgresql)")
-    home = tempfile.mkdtemp(prefix="tt-pg-")
-    if os.geteuid() == 0:
-        shutil.chown(home, "postgres")
-    data, port = os.path.join(home, "data"), _free_port()
-    subprocess.run(
-        _as_postgres(f"{_BIN[-1]}/initdb", "-D", data, "-A", "trust", "-U", "postgres"),
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-    pg_ctl = _as_postgres(
-        f"{_BIN[-1]}/pg_ctl", "-D", data, "-w", "-l", os.path.join(home, "log"),
-        "-o", f"-p {port} -k {home} -c listen_addresses=127.0.0.1",
-    )  # fmt: skip
-    subprocess.run([*pg_ctl, "start"], check=True, capture_output=True, timeout=60)
+    cluster = PrivatePostgres()
+    cluster.start()
     try:
-        yield port, pg_ctl
+        yield cluster.port, cluster.pg_ctl
     finally:
-        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True, timeout=60)
-        shutil.rmtree(home, ignore_errors=True)
+        cluster.remove()
 
 
 # The worker's side: runs finish while the database is down, a flusher tries to write

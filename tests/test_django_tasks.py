@@ -456,6 +456,16 @@ def test_a_functions_secret_parameters_are_redacted_under_its_name(
     assert run.args[0] == "ann" and "hunter2" not in str(run.args)
 
 
+def test_a_context_taking_functions_secrets_are_redacted_under_the_right_names(
+    unconsumed: list[str],
+) -> None:
+    """The context comes first in the function, never in the run's arguments: the names
+    must be matched past it (the password was stored, and the user name hidden)."""
+    task = jobs.signs_in_with_context.using(queue_name=NOBODYS_QUEUE)
+    run = get_run(task.enqueue("ann", "hunter2").id)
+    assert run.args[0] == "ann" and "hunter2" not in str(run.args)
+
+
 def test_a_function_runs_name_leads_to_the_trampoline_for_redelivery() -> None:
     # A lost acks_late run goes back to its queue only if its Celery task is found.
     from tasktrail import naming

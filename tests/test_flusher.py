@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tasktrail import Status, keys
-from tasktrail.flusher import _row, failure_counts, flush_all, flush_error, upsert
+from tasktrail.flusher import failure_counts, flush_all, flush_error, row_of, upsert
 from tasktrail.models import TaskRun
 from tasktrail.transitions import apply, stamp
 
@@ -28,8 +28,8 @@ def test_upsert_never_writes_an_older_version_over_a_newer_one() -> None:
         "owner": "",
         "args": "[1]",
     }
-    upsert([_row({**base, "status": "SUCCESSFUL", "version": "5", "result": "42"})])
-    upsert([_row({**base, "status": "RUNNING", "version": "3"})])
+    upsert([row_of({**base, "status": "SUCCESSFUL", "version": "5", "result": "42"})])
+    upsert([row_of({**base, "status": "RUNNING", "version": "3"})])
     row = TaskRun.objects.get(pk=run_id)
     assert (row.status, row.result, row.version) == ("SUCCESSFUL", 42, 5)
 
@@ -39,7 +39,7 @@ def test_a_record_first_seen_at_start_keeps_what_the_row_knew() -> None:
     enqueued = stamp(1_700_000_000.0)
     upsert(
         [
-            _row(
+            row_of(
                 {
                     "id": run_id,
                     "task": "t",
@@ -52,10 +52,21 @@ def test_a_record_first_seen_at_start_keeps_what_the_row_knew() -> None:
         ]
     )
     # A later record without owner or arguments (say, rebuilt at start) must not erase them.
-    upsert([_row({"id": run_id, "task": "t", "status": "RUNNING", "version": "2"})])
+    upsert([row_of({"id": run_id, "task": "t", "status": "RUNNING", "version": "2"})])
     row = TaskRun.objects.get(pk=run_id)
     assert (row.owner_id, row.args, row.status) == (3, [7], "RUNNING")
     assert row.enqueued_at == datetime.fromtimestamp(1_700_000_000.0, tz=UTC)
+
+
+def test_a_later_record_fills_what_an_earlier_write_left_empty() -> None:
+    """A row begun without a task or queue (the outage fallback, a record rebuilt after
+    Redis forgot it) takes them from the first record that has them."""
+    run_id = str(uuid.uuid4())
+    upsert([row_of({"id": run_id, "status": "RUNNING", "version": "1"})])
+    assert TaskRun.objects.get(pk=run_id).task == ""
+    upsert([row_of({"id": run_id, "task": "t", "queue": "q", "status": "RUNNING", "version": "2"})])
+    row = TaskRun.objects.get(pk=run_id)
+    assert (row.task, row.queue) == ("t", "q")
 
 
 def test_flush_writes_due_runs_in_batches_and_releases_them() -> None:
@@ -88,7 +99,7 @@ def test_every_kind_of_column_survives_the_batch_statement(current: float) -> No
     moment = 1_700_000_000.123456
     upsert(
         [
-            _row(
+            row_of(
                 {
                     "id": run_id,
                     "task": "tests.testapp.tasks.add",
@@ -105,7 +116,7 @@ def test_every_kind_of_column_survives_the_batch_statement(current: float) -> No
                     "version": "9",
                 }
             ),
-            _row({"id": str(uuid.uuid4()), "task": "t", "status": "READY", "version": "1"}),
+            row_of({"id": str(uuid.uuid4()), "task": "t", "status": "READY", "version": "1"}),
         ]
     )
     row = TaskRun.objects.get(pk=run_id)
@@ -253,3 +264,27 @@ def test_nul_characters_in_text_and_json_reach_the_database_replaced() -> None:
     assert row.error_message == "bad\ufffdbyte"
     assert row.result == {"name": "a\ufffdb", "k\ufffd": ["\ufffd"]}
     assert row.flush_error == ""
+
+
+def test_a_flush_failing_round_after_round_logs_once_a_minute(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database outage fails every round (one a second): the first failure carries its
+    traceback, then one line a minute, then one line when it works again; a 30 s outage
+    used to print 30 tracebacks per worker process."""
+    from django.db import OperationalError
+
+    from tasktrail import flusher
+
+    clock = [1000.0]
+    monkeypatch.setattr(flusher.time, "monotonic", lambda: clock[0])
+    loop = flusher.Flusher()
+    with caplog.at_level(logging.WARNING, logger="tasktrail"):
+        for _ in range(150):  # 150 rounds a second apart
+            loop.failed(OperationalError("connection refused"))
+            clock[0] += 1.0
+        loop.recovered()
+    lines = [r for r in caplog.records if "flush" in r.getMessage()]
+    assert [bool(r.exc_info) for r in lines] == [True, False, False, False]
+    assert "still failing after 61 rounds" in lines[1].getMessage()
+    assert "works again after 150 failed rounds" in lines[3].getMessage()

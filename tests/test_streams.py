@@ -144,7 +144,9 @@ def test_subject_stream_shows_the_subjects_runs_the_user_may_see(
 
 
 def test_redis_connections_do_not_grow_with_clients(server: str, worker: object) -> None:
-    run = enqueue(sleepy, 4)
+    # Long enough for 40 streams to open on a loaded machine (opening them took over 4 s
+    # there, and a stream opened after the end starts with the final state).
+    run = enqueue(sleepy, 8)
     url = f"{server}/tasks/{run.id}/events/?token={make_token(run.id)}"
     ready = threading.Barrier(41)
     finished: list[str] = []
@@ -152,19 +154,19 @@ def test_redis_connections_do_not_grow_with_clients(server: str, worker: object)
     def client() -> None:
         with httpx.stream("GET", url, timeout=30) as response:
             stream = read(response)
-            next(stream)
-            ready.wait(10)
-            for item in stream:
-                if isinstance(item, Event) and item.data.get("status") == "SUCCESSFUL":
-                    finished.append("ok")
+            items = [next(stream)]
+            ready.wait(20)
+            items.extend(stream)
+            if any(isinstance(i, Event) and i.data.get("status") == "SUCCESSFUL" for i in items):
+                finished.append("ok")
 
     threads = [threading.Thread(target=client) for _ in range(40)]
     for thread in threads:
         thread.start()
-    ready.wait(20)
+    ready.wait(30)
     connections = _server_connections(server.pid)  # type: ignore[attr-defined]
     for thread in threads:
-        thread.join(30)
+        thread.join(40)
     assert len(finished) == 40
     # One subscriber plus the bounded command pool (REDIS_POOL_SIZE, 8), not one per client.
     assert connections <= 8 + 1, connections

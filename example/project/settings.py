@@ -60,6 +60,8 @@ TEMPLATES = [
     }
 ]
 STATIC_URL = "/static/"
+# Where `manage.py collectstatic` gathers files for nginx (docs/deployment.md).
+STATIC_ROOT = DATA_DIR / "static"
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"

@@ -14,8 +14,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import redis
 from celery import current_app
+from kombu.exceptions import OperationalError
 
+from . import audit
 from .exceptions import RunNotFound, TasktrailError
 from .receivers import publish_context
 from .runs import Run, get_run
@@ -25,6 +28,18 @@ from .transitions import ANY_ATTEMPT, apply, stamp
 
 class ActionRefused(TasktrailError):
     """The action does not apply to the run in its current status."""
+
+
+# What an action raises when the broker or Redis does not answer: nothing was published,
+# and the dashboard says so (never a 500).
+UNREACHABLE: tuple[type[BaseException], ...] = (redis.RedisError, OperationalError, OSError)
+
+
+def unreachable_message(exc: BaseException) -> str:
+    return (
+        f"The broker or Redis did not answer ({type(exc).__name__}: {str(exc)[:200]}); "
+        "nothing was published. Try again once they are back."
+    )
 
 
 # How to publish a run again when its name is not a Celery task's: an integration that
@@ -39,31 +54,29 @@ def register_republisher(republish: Republisher) -> None:
         _republishers.append(republish)
 
 
+def publish_as_retry(run: Run) -> str:
+    """Publish ``run`` (its task and arguments) as a new run linked to it by ``retry_of``,
+    keeping its owner, team and subject; return the new run's id."""
+    context = {"retry_of": run.id}
+    if run.owner_id:
+        context["owner"] = run.owner_id
+    if run.team:
+        context["team"] = run.team
+    if run.subject:
+        context["subject"] = run.subject
+    token = publish_context.set(context)
+    try:
+        return _publish_again(run)
+    finally:
+        publish_context.reset(token)
+
+
 def _publish_again(run: Run) -> str:
     for republish in _republishers:
         new_id = republish(run)
         if new_id is not None:
             return new_id
     return str(current_app.send_task(run.task, args=run.args or [], kwargs=run.kwargs or {}).id)
-
-
-def _actor_name(actor: Any) -> str:
-    if actor is None:
-        return "system"
-    return str(getattr(actor, "get_username", lambda: actor)())
-
-
-def _audit(run_id: str, action: str, actor: Any, address: str | None, **detail: Any) -> None:
-    from .models import AuditEntry
-
-    AuditEntry.objects.create(
-        run_id=run_id,
-        action=action,
-        actor=actor if getattr(actor, "pk", None) is not None else None,
-        actor_name=_actor_name(actor),
-        address=address or None,
-        detail=detail,
-    )
 
 
 def cancel(
@@ -74,7 +87,7 @@ def cancel(
     if run.is_finished:
         raise ActionRefused(f"Run {run_id} already ended ({run.status}); nothing to cancel.")
     now = time.time()
-    who = _actor_name(actor)
+    who = audit.actor_name(actor)
     applied = apply(
         run_id,
         "cancel",
@@ -98,7 +111,9 @@ def cancel(
         raise ActionRefused(f"Run {run_id} ended while it was being cancelled.")
     # Celery's own revoke too: online workers drop it at once, and terminate kills it.
     current_app.control.revoke(run_id, terminate=terminate, signal="SIGTERM")
-    _audit(run_id, "cancel", actor, address, status=run.status.value, terminate=terminate)
+    audit.record(
+        "cancel", actor, address, run_id=run_id, status=run.status.value, terminate=terminate
+    )
     return get_run(run_id)
 
 
@@ -115,19 +130,8 @@ def retry(run_id: str, *, actor: Any = None, address: str | None = None) -> Run:
             f"Run {run_id}'s stored arguments were redacted or cut, so it cannot be replayed; "
             "enqueue it again from your code."
         )
-    context = {"retry_of": run_id}
-    if run.owner_id:
-        context["owner"] = run.owner_id
-    if run.team:
-        context["team"] = run.team
-    if run.subject:
-        context["subject"] = run.subject
-    token = publish_context.set(context)
-    try:
-        new_id = _publish_again(run)
-    finally:
-        publish_context.reset(token)
-    _audit(run_id, "retry", actor, address, new_run=new_id)
+    new_id = publish_as_retry(run)
+    audit.record("retry", actor, address, run_id=run_id, new_run=new_id)
     try:
         return get_run(new_id)
     except RunNotFound:

@@ -9,11 +9,12 @@ class TasktrailConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, receivers, retention
+        from . import alerts, checks, receivers, retention
 
         checks.register()
         receivers.connect()
         retention.connect()  # the periodic prune, added to celery beat
+        alerts.connect()  # the alert evaluation, added to celery beat when rules exist
         _load_django_tasks_backend()
 
 

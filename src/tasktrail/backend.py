@@ -26,7 +26,9 @@ from django.core.exceptions import ImproperlyConfigured
 from kombu.utils.encoding import bytes_to_str
 
 from . import naming, outcomes, reporting
+from .cluster import is_cluster_url
 from .conf import settings
+from .sentinel import FollowingPool, is_sentinel_url, master_pool, parse_sentinel_url
 from .tracked import is_tracked
 from .transitions import ANY_ATTEMPT, Applied, CeleryMeta, dumps
 
@@ -176,12 +178,33 @@ class TasktrailBackend(_RecordsRuns, RedisBackend):
             raise ImproperlyConfigured(
                 "tasktrail's result backend stores results in TASKTRAIL['REDIS_URL']; set it."
             )
+        if is_cluster_url(redis_url):
+            raise ImproperlyConfigured(
+                "tasktrail's result backend is Celery's Redis backend, which cannot run on a "
+                "Redis Cluster (its chords use keys of several slots at once). With "
+                "TASKTRAIL['REDIS_URL'] on a cluster, keep Celery's results on a single Redis "
+                "or a database and mix tasktrail.backend.RecordingBackendMixin into that "
+                "backend (docs/deployment.md, Redis Cluster)."
+            )
         if url and url.rstrip("/") != redis_url.rstrip("/"):
             raise ImproperlyConfigured(
                 f"tasktrail's result backend uses TASKTRAIL['REDIS_URL'] ({redis_url}); "
                 f"set CELERY_RESULT_BACKEND to {BACKEND_PATH!r} without a URL, not {url!r}."
             )
-        super().__init__(*args, url=redis_url, **kwargs)  # type: ignore[misc]
+        # Celery's Redis backend cannot read redis+sentinel://: it gets no URL, and its
+        # pools come from tasktrail's Sentinel helper (_get_pool).
+        self._sentinel = parse_sentinel_url(redis_url) if is_sentinel_url(redis_url) else None
+        super().__init__(  # type: ignore[misc]
+            *args, url=None if self._sentinel else redis_url, **kwargs
+        )
+        self.url = redis_url
+
+    def _get_pool(self, **params: Any) -> Any:
+        if self._sentinel is None:
+            return super()._get_pool(**params)  # type: ignore[misc]
+        where = ("host", "port", "db", "username", "password", "connection_class", "path")
+        options = {k: v for k, v in params.items() if k not in where}
+        return master_pool(self._sentinel, FollowingPool, **options)
 
     def meta_for(
         self, task_id: Any, result: Any, state: str, traceback: Any = None, request: Any = None

@@ -17,7 +17,12 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, URLResolver
 from django.urls.resolvers import RegexPattern
 
+from .cluster import EXAMPLE as CLUSTER_EXAMPLE
+from .cluster import check_url as cluster_url_problem
+from .cluster import is_cluster_url
 from .conf import SETTINGS
+from .sentinel import EXAMPLE as SENTINEL_EXAMPLE
+from .sentinel import InvalidSentinelURL, is_sentinel_url, parse_sentinel_url
 
 MIGRATE_HINT = "Run `python manage.py migrate`."
 
@@ -28,6 +33,18 @@ def register() -> None:
     checks.register(check_result_backend, "tasktrail")
     checks.register(check_migrations, "tasktrail")
     checks.register(check_metrics, "tasktrail", checks.Tags.urls)
+    checks.register(check_alerts, "tasktrail")
+
+
+def check_alerts(**_: Any) -> list[checks.CheckMessage]:
+    """``TASKTRAIL["ALERTS"]``: every mistake at once, ids tasktrail.E2xx / W2xx."""
+    from .alerts.validation import parse
+    from .conf import settings
+
+    return [
+        (checks.Warning if p.warning else checks.Error)(p.message, hint=p.hint, id=p.id)
+        for p in parse(settings.ALERTS)[1]
+    ]
 
 
 def check_installed(**_: Any) -> list[checks.CheckMessage]:
@@ -166,6 +183,51 @@ def check_metrics(**_: Any) -> list[checks.CheckMessage]:
     return messages
 
 
+def _check_redis_url(url: object) -> list[checks.CheckMessage]:
+    if is_cluster_url(url):
+        from .conf import settings
+
+        problem = cluster_url_problem(str(url))
+        if problem is None and set(str(settings.KEY_PREFIX)) & {"{", "}"}:
+            problem = "KEY_PREFIX holds a brace, which would take over the keys' hash tags"
+        if problem is None and int(settings.CLUSTER_SHARDS) < 1:
+            problem = f"CLUSTER_SHARDS is {settings.CLUSTER_SHARDS}; it must be 1 or more"
+        if problem is None:
+            return []
+        return [
+            checks.Error(
+                f"TASKTRAIL['REDIS_URL'] names a Redis Cluster that cannot be used: {problem}.",
+                hint="Write redis+cluster://[[user]:password@]host[:port][,host[:port]...], "
+                f"e.g. {CLUSTER_EXAMPLE!r}, and a KEY_PREFIX without braces (docs/settings.md).",
+                id="tasktrail.E005",
+            )
+        ]
+    if is_sentinel_url(url):
+        try:
+            parse_sentinel_url(str(url))
+        except InvalidSentinelURL as exc:
+            return [
+                checks.Error(
+                    f"TASKTRAIL['REDIS_URL'] is not a valid Sentinel URL: {exc.problem}.",
+                    hint="Write redis+sentinel://[[user]:password@]host[:port][,host[:port]...]"
+                    f"/service_name[/db], e.g. {SENTINEL_EXAMPLE!r} (docs/settings.md).",
+                    id="tasktrail.E005",
+                )
+            ]
+        return []
+    if not isinstance(url, str) or urlparse(url).scheme not in ("redis", "rediss", "unix"):
+        return [
+            checks.Error(
+                f"TASKTRAIL['REDIS_URL'] is not a Redis URL: {url!r}.",
+                hint="Use redis://host:port/db, rediss:// (TLS), unix:///path/to/socket, "
+                "redis+sentinel://host:26379,host2:26379/service_name/db for Sentinel, or "
+                "redis+cluster://host:6379,host2:6379 for a Redis Cluster.",
+                id="tasktrail.E005",
+            )
+        ]
+    return []
+
+
 def check_settings(**_: Any) -> list[checks.CheckMessage]:
     errors: list[checks.CheckMessage] = []
     user = getattr(django_settings, "TASKTRAIL", {})
@@ -186,14 +248,8 @@ def check_settings(**_: Any) -> list[checks.CheckMessage]:
                 id="tasktrail.E002",
             )
         )
-    elif not isinstance(url, str) or urlparse(url).scheme not in ("redis", "rediss", "unix"):
-        errors.append(
-            checks.Error(
-                f"TASKTRAIL['REDIS_URL'] is not a Redis URL: {url!r}.",
-                hint="Use redis://host:port/db, rediss:// (TLS) or unix:///path/to/socket.",
-                id="tasktrail.E005",
-            )
-        )
+    else:
+        errors.extend(_check_redis_url(url))
     for name, value in user.items():
         setting = SETTINGS.get(name)
         if setting is None:
@@ -220,7 +276,24 @@ def check_settings(**_: Any) -> list[checks.CheckMessage]:
                     id="tasktrail.E004",
                 )
             )
+    errors.extend(_check_trace_url(user.get("TRACE_URL")))
     return errors
+
+
+def _check_trace_url(value: Any) -> list[checks.CheckMessage]:
+    """A link template that could not open a trace is refused at start-up, not in a page."""
+    if value is None or not isinstance(value, str):
+        return []  # absent, or a wrong type (reported with the other settings)
+    if urlparse(value).scheme in ("http", "https") and "{trace_id}" in value:
+        return []
+    return [
+        checks.Error(
+            f"TASKTRAIL['TRACE_URL'] = {value!r} is not a usable trace link.",
+            hint="Use an http(s) URL containing {trace_id}, e.g. "
+            "'https://tempo.example/trace/{trace_id}', or None.",
+            id="tasktrail.E004",
+        )
+    ]
 
 
 def _celery_conf() -> Any:

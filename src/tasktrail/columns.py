@@ -92,6 +92,8 @@ COLUMNS: dict[str, tuple[str, Callable[[str], Any], Any]] = {
     "cancelled_by": ("cancelled_by", _text, ""),
     "retry_of": ("retry_of", _text, ""),
     "args_incomplete": ("arguments_incomplete", _flag, False),
+    "trace_id": ("trace_id", _text, ""),
+    "span_id": ("span_id", _text, ""),
     "gen": ("generation", _generation, 1),
     "version": ("version", _whole, 0),
 }

@@ -21,7 +21,9 @@ SETTINGS: dict[str, Setting] = {
     "REDIS_URL": Setting(
         types=(str,),
         default=None,
-        help="Redis that holds the event log and the hot run records (required).",
+        help="Redis that holds the event log and the hot run records (required): "
+        "redis://, rediss://, unix://, redis+sentinel:// (see Redis Sentinel below) or "
+        "redis+cluster:// (see Redis Cluster below).",
     ),
     "REDIS_POOL_SIZE": Setting(
         types=(int,),
@@ -31,6 +33,15 @@ SETTINGS: dict[str, Setting] = {
         "Workers are not bounded: each pool thread needs one while it records.",
     ),
     "KEY_PREFIX": Setting(types=(str,), default="tasktrail", help="Prefix of every Redis key."),
+    "CLUSTER_SHARDS": Setting(
+        types=(int,),
+        default=16,
+        help="On a Redis Cluster (redis+cluster://): how many hash-tagged shards hold the "
+        "structures runs share (dirty set, waiting set, firehose, counters), so that a "
+        "transition stays one script in one slot while the load spreads over the masters. "
+        "Ignored on a single Redis. Changing it moves runs to other shards: change it "
+        "only with no run in flight.",
+    ),
     "EXCLUDE_TASKS": Setting(
         types=(list, tuple),
         default=(
@@ -41,9 +52,11 @@ SETTINGS: dict[str, Setting] = {
             "celery.chord_unlock",
             "celery.group",
             "celery.ping",
+            "tasktrail.evaluate_alerts",
         ),
         help="Task names (fnmatch patterns) that are not tracked. The default leaves out "
-        "Celery's bookkeeping tasks; a user's starmap, map and chunks are tracked.",
+        "Celery's bookkeeping tasks and the alert evaluation (it runs every few seconds); "
+        "a user's starmap, map and chunks are tracked.",
     ),
     "STREAM_MAXLEN": Setting(
         types=(int,), default=10_000, help="Events kept in each run's stream."
@@ -151,6 +164,19 @@ SETTINGS: dict[str, Setting] = {
         types=(str, type(None)),
         default=None,
         help="When set, /metrics requires 'Authorization: Bearer <token>' (or a staff session).",
+    ),
+    "TRACE_URL": Setting(
+        types=(str, type(None)),
+        default=None,
+        help="Link from a run's dashboard page to its trace, an http(s) URL with "
+        "{trace_id} (and optionally {span_id}), e.g. 'https://tempo.example/trace/{trace_id}'. "
+        "None: no link (the trace id is still shown).",
+    ),
+    "ALERTS": Setting(
+        types=(dict,),
+        default={},
+        help="Alert rules and channels: {'CHANNELS': {...}, 'RULES': {...}, 'INTERVAL': 30} "
+        "(docs/alerts.md). Empty: no alerts.",
     ),
 }
 

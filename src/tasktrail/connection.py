@@ -1,4 +1,8 @@
-"""Redis clients: one pool per process (and per event loop for asyncio)."""
+"""Redis clients: one pool per process (and per event loop for asyncio).
+
+``REDIS_URL`` is a plain Redis URL, a ``redis+sentinel://`` one (see
+:mod:`tasktrail.sentinel`) or a ``redis+cluster://`` one (see :mod:`tasktrail.cluster`);
+all get the same bounds and client names."""
 
 from __future__ import annotations
 
@@ -11,7 +15,9 @@ from typing import Any
 import redis
 import redis.asyncio as aredis
 from django.core.exceptions import ImproperlyConfigured
+from redis.exceptions import RedisClusterException
 
+from . import cluster, sentinel
 from .conf import settings
 
 # How long a command waits for a pooled connection before PoolExhausted.
@@ -45,6 +51,18 @@ def redis_url() -> str:
             "tasktrail needs TASKTRAIL = {'REDIS_URL': 'redis://host:6379/0'} in your settings."
         )
     return str(url)
+
+
+def redis_location() -> str:
+    """Where tasktrail's Redis is, without credentials (for health checks and logs)."""
+    url = redis_url()
+    if cluster.is_cluster_url(url):
+        return cluster.redact(url)
+    if not sentinel.is_sentinel_url(url):
+        return url.rsplit("@", 1)[-1]
+    master = getattr(get_redis().connection_pool, "master_address", None)
+    where = f" (master {master[0]}:{master[1]})" if master else ""
+    return f"{sentinel.redact(url)}{where}"
 
 
 def client_name() -> str:
@@ -87,6 +105,93 @@ class _BoundedAsyncPool(aredis.BlockingConnectionPool):
             raise _exhausted(self.max_connections, float(self.timeout or 0)) from exc
 
 
+def _gated_sync(client: redis.Redis, size: int, wait: float) -> redis.Redis:
+    """The sync cluster client of a web process, bounded like the single node's blocking
+    pool: redis-py's cluster nodes raise at once when their connections are all busy,
+    which a burst of sync views would take for an outage. Commands and pipelines take
+    turns; a pipeline uses at most one connection per node."""
+    gate = threading.BoundedSemaphore(size)
+
+    def gated(call: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            if not gate.acquire(timeout=wait):
+                raise _exhausted(size, wait)
+            try:
+                return call(*args, **kwargs)
+            finally:
+                gate.release()
+
+        return run
+
+    pipeline = client.pipeline
+
+    def gated_pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe: Any = pipeline(*args, **kwargs)
+        pipe.execute = gated(pipe.execute)
+        return pipe
+
+    client.execute_command = gated(client.execute_command)  # type: ignore[method-assign]
+    client.pipeline = gated_pipeline  # type: ignore[method-assign]
+    return client
+
+
+def _gated(client: aredis.Redis, options: dict[str, Any]) -> aredis.Redis:
+    """A cluster client whose commands wait for one of ``max_connections`` turns, like
+    the blocking pool of a single Redis: redis-py's asyncio cluster client raises at
+    once when a node's connections are all busy, and a burst of stream openers would
+    take that for an outage (a 503 each)."""
+    size, wait = int(options["max_connections"]), float(options["timeout"])
+    gate = asyncio.Semaphore(size)
+    command = client.execute_command
+
+    async def execute_command(*args: Any, **kwargs: Any) -> Any:
+        try:
+            async with asyncio.timeout(wait):
+                await gate.acquire()
+        except TimeoutError:
+            raise _exhausted(size, wait) from None
+        try:
+            return await command(*args, **kwargs)  # type: ignore[no-untyped-call]
+        except RedisClusterException as exc:
+            raise (cluster.unreachable(exc) or exc) from exc
+        finally:
+            gate.release()
+
+    client.execute_command = execute_command  # type: ignore[method-assign]
+    return client
+
+
+class _BoundedSentinelPool(sentinel.FollowingPool, _BoundedPool):
+    """The bounded pool, to whichever server the sentinels call the master."""
+
+
+class _UnboundedSentinelPool(sentinel.FollowingPool):
+    pass
+
+
+class _BoundedAsyncSentinelPool(sentinel.AsyncFollowingPool, _BoundedAsyncPool):
+    pass
+
+
+def _sync_pool(url: str, options: dict[str, Any]) -> redis.ConnectionPool:
+    if sentinel.is_sentinel_url(url):
+        address = sentinel.parse_sentinel_url(url)
+        if _bounded:
+            return sentinel.master_pool(  # type: ignore[no-any-return]
+                address,
+                _BoundedSentinelPool,
+                max_connections=int(settings.REDIS_POOL_SIZE),
+                timeout=POOL_WAIT,
+                **options,
+            )
+        return sentinel.master_pool(address, _UnboundedSentinelPool, **options)  # type: ignore[no-any-return]
+    if _bounded:
+        return _BoundedPool.from_url(
+            url, max_connections=int(settings.REDIS_POOL_SIZE), timeout=POOL_WAIT, **options
+        )
+    return redis.ConnectionPool.from_url(url, **options)
+
+
 def get_redis() -> redis.Redis:
     """The process-wide client for ``TASKTRAIL['REDIS_URL']`` (fork-safe: redis-py resets
     its pool in a child process), over at most ``REDIS_POOL_SIZE`` connections outside
@@ -103,17 +208,15 @@ def get_redis() -> redis.Redis:
                     "health_check_interval": 30,
                     "client_name": client_name(),
                 }
-                pool = (
-                    _BoundedPool.from_url(
-                        url,
-                        max_connections=int(settings.REDIS_POOL_SIZE),
-                        timeout=POOL_WAIT,
-                        **options,
-                    )
-                    if _bounded
-                    else redis.ConnectionPool.from_url(url, **options)
-                )
-                client = redis.Redis(connection_pool=pool)
+                if cluster.is_cluster_url(url):
+                    if _bounded:
+                        size = int(settings.REDIS_POOL_SIZE)
+                        options["max_connections"] = size
+                        client = _gated_sync(cluster.client(url, options), size, POOL_WAIT)
+                    else:
+                        client = cluster.client(url, options)
+                else:
+                    client = redis.Redis(connection_pool=_sync_pool(url, options))
                 _clients[url] = client
     return client
 
@@ -127,13 +230,44 @@ def get_async_redis() -> aredis.Redis:
     if client is None:
         # Blocking and bounded: a burst of clients waits for a pooled connection
         # instead of opening one each, so connections stay constant per process.
-        pool = _BoundedAsyncPool.from_url(
-            url,
-            max_connections=int(settings.REDIS_POOL_SIZE),
-            timeout=POOL_WAIT,
-            socket_connect_timeout=2,
-            client_name=client_name(),
-        )
+        options: dict[str, Any] = {
+            "max_connections": int(settings.REDIS_POOL_SIZE),
+            "timeout": POOL_WAIT,
+            "socket_connect_timeout": 2,
+            "client_name": client_name(),
+        }
+        pool: aredis.ConnectionPool
+        if cluster.is_cluster_url(url):
+            client = per_loop[url] = _gated(cluster.async_client(url, options), options)
+            return client
+        if sentinel.is_sentinel_url(url):
+            address = sentinel.parse_sentinel_url(url)
+            pool = sentinel.async_master_pool(address, _BoundedAsyncSentinelPool, **options)
+        else:
+            pool = _BoundedAsyncPool.from_url(url, **options)
         client = aredis.Redis(connection_pool=pool)
         per_loop[url] = client
     return client
+
+
+def get_pubsub() -> Any:
+    """A pub/sub object for this process's Redis. On a cluster, through one node that
+    answers (every node delivers every message); a new call after a failure picks
+    again among the nodes the cluster knows now."""
+    url = redis_url()
+    if not cluster.is_cluster_url(url):
+        return get_redis().pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    known = cluster.node_addresses(get_redis(), url)
+    options = {"socket_connect_timeout": 2, "socket_timeout": 5, "client_name": client_name()}
+    return cluster.pubsub_node(url, known, options).pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+
+
+async def get_async_pubsub() -> Any:
+    """:func:`get_pubsub` for the running event loop."""
+    url = redis_url()
+    if not cluster.is_cluster_url(url):
+        return get_async_redis().pubsub()
+    known = cluster.node_addresses(get_async_redis(), url)
+    options = {"socket_connect_timeout": 2, "client_name": client_name()}
+    node = await cluster.async_pubsub_node(url, known, options)
+    return node.pubsub()

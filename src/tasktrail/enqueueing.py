@@ -24,7 +24,7 @@ from .ownership import context_of
 from .receivers import publish_context
 from .records import Progress, to_datetime
 from .runs import Run, find_run
-from .status import Status
+from .status import FINISHED, Status
 from .tracked import is_tracked
 
 # Idempotency keys map to run ids deterministically, so a key used inside a
@@ -79,31 +79,32 @@ def validate_arguments(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any])
 
 
 # "One active run per key": the key names the current run until that run finishes.
-_CLAIM_WHILE_ACTIVE = """
-local holder = redis.call('GET', KEYS[1])
-if holder then
-  local status = redis.call('HGET', ARGV[2] .. ':run:' .. holder, 'status')
-  if status and status ~= 'SUCCESSFUL' and status ~= 'FAILED' and status ~= 'CANCELLED' then
-    return holder
-  end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
-return ARGV[1]
+# The key may go from a finished holder (or none) to this run only if it still names
+# that holder: compare and set, since the holder's record may be in another slot (a
+# Redis Cluster) and a script may not read it. A finished run never becomes active
+# again, so a holder seen finished stays replaceable.
+_SWAP_IF_STILL = """
+if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
 """
 
 
 def _claim_while_active(key: str, run_id: str) -> str:
     """Claim ``key`` for ``run_id`` unless another run holding it is still active;
     return the run id that holds it now."""
-    holder: Any = get_redis().eval(
-        _CLAIM_WHILE_ACTIVE,
-        1,
-        f"{keys.prefix()}:active-key:{key}",
-        run_id,
-        keys.prefix(),
-        int(settings.IDEMPOTENCY_TTL),
-    )
-    return holder.decode() if isinstance(holder, bytes) else str(holder)
+    client = get_redis()
+    name = f"{keys.prefix()}:active-key:{key}"
+    while True:  # another claim changed the key between the reads: look again
+        raw: Any = client.get(name)
+        holder = raw.decode() if raw else ""
+        if holder:
+            status: Any = client.hget(keys.run_hash(holder), "status")
+            if status is not None and status.decode() not in FINISHED:
+                return holder
+        ttl = int(settings.IDEMPOTENCY_TTL)
+        if client.eval(_SWAP_IF_STILL, 1, name, holder, run_id, ttl):
+            return run_id
 
 
 def _claim(idempotency_key: str, run_id: str) -> bool:

@@ -18,6 +18,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Greatest
 
 from .columns import partial_row
+from .fingerprints import digest
 from .status import FINISHED, Status
 
 logger = logging.getLogger("tasktrail")
@@ -52,6 +53,11 @@ def write(
         values["attempts"] = Greatest(F("attempts"), Value(attempt))
     alias = router.db_for_write(TaskRun)
     try:
+        if status == Status.FAILED:  # its failure group, as the flusher would write it
+            task = str(partial_row(create).get("task") or "") or _task_of(run_id, alias)
+            values["fingerprint"] = digest(
+                task, values.get("error_type", ""), values.get("error_traceback", "")
+            )
         with transaction.atomic(using=alias):
             changing = TaskRun.objects.using(alias).filter(pk=run_id).exclude(status__in=FINISHED)
             if attempt > 0 and op != "start":
@@ -60,6 +66,7 @@ def write(
             if not updated and not TaskRun.objects.using(alias).filter(pk=run_id).exists():
                 row = {**partial_row({"id": run_id, **create}), **partial_row(fields)}
                 row.update(status=status or Status.READY, attempts=max(attempt, 0), version=1)
+                row["fingerprint"] = values.get("fingerprint", "")
                 row.setdefault(
                     "enqueued_at", partial_row({"enqueued_at": repr(now)})["enqueued_at"]
                 )
@@ -72,5 +79,30 @@ def write(
         )
 
 
+def _task_of(run_id: str, alias: str) -> str:
+    from .models import TaskRun
+
+    found = TaskRun.objects.using(alias).filter(pk=run_id).values_list("task", flat=True)
+    return next(iter(found), "")
+
+
 def now() -> float:
     return time.time()
+
+
+def ended_meanwhile(run_id: str, generation: int) -> bool:
+    """Whether the database holds an end of this run that its hot record does not show:
+    the run ended while Redis was unreachable (its state went here), and the process
+    that ran it replays the transition into Redis at its next call. Until then the hot
+    record still says RUNNING or READY; judging the run lost or never delivered by it
+    would overwrite the true end (a chain's step that finished during a failover)."""
+    from django.db import DatabaseError
+
+    from .models import TaskRun
+
+    try:
+        return TaskRun.objects.filter(
+            pk=run_id, status__in=FINISHED, generation__gte=generation
+        ).exists()
+    except DatabaseError:
+        return False  # judged by the hot record, as before

@@ -14,6 +14,7 @@ statement per batch of hundreds does not.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import redis
 from django.db import (
     DatabaseError,
     close_old_connections,
@@ -35,6 +37,8 @@ from . import keys
 from .columns import full_row
 from .conf import settings
 from .connection import get_redis
+from .fingerprints import digest
+from .status import Status
 
 logger = logging.getLogger("tasktrail")
 
@@ -69,7 +73,7 @@ return out
 
 # Release a run only if its version is still the one written; a newer change
 # has already set its score back to "due" (ZADD LT in the transition script).
-# ARGV[1] is the key prefix, then run id and version pairs.
+# ARGV[1] is the key base (keys.py), then run id and version pairs.
 _RELEASE = """
 local released = 0
 for i = 2, #ARGV, 2 do
@@ -101,8 +105,16 @@ _KEEP_EXISTING = (
 )  # fmt: skip
 
 
-def _row(raw: dict[str, str]) -> dict[str, Any]:
-    return {**full_row(raw), "flush_error": ""}  # a whole write clears an earlier report
+def row_of(raw: dict[str, str]) -> dict[str, Any]:
+    """The database row of a hot record (the hash as the lease script returns it)."""
+    row = {**full_row(raw), "flush_error": ""}  # a whole write clears an earlier report
+    # Computed here, not in the Lua scripts: the hot path stays as it is (one digest
+    # per failed run per batch), and a run failing again gets its new group.
+    failed = row["status"] == Status.FAILED
+    row["fingerprint"] = (
+        digest(row["task"], row["error_type"], row["error_traceback"]) if failed else ""
+    )
+    return row
 
 
 def upsert(rows: list[dict[str, Any]]) -> None:
@@ -123,12 +135,24 @@ def upsert(rows: list[dict[str, Any]]) -> None:
         cursor.execute(*statement)
 
 
+@functools.cache
+def _text_columns() -> frozenset[str]:
+    from .models import TaskRun
+
+    return frozenset(
+        str(field.column)
+        for field in TaskRun._meta.concrete_fields
+        if isinstance(field, models.CharField | models.TextField)
+    )
+
+
 def _on_conflict(columns: list[str], connection: Any) -> str:
     """The upsert's tail: newer versions win; some columns keep what the row has."""
     from .models import TaskRun
 
     quote = connection.ops.quote_name
     table = quote(TaskRun._meta.db_table)
+    texts = _text_columns()
     updates = []
     for name in columns:
         if name == "id":
@@ -136,9 +160,12 @@ def _on_conflict(columns: list[str], connection: Any) -> str:
         column = quote(name)
         if name in _KEEP_EXISTING:
             generation = quote("generation")
+            # An empty text is "not known" too (a row the outage fallback or a rebuilt
+            # record began without a task or queue): a later record's value fills it.
+            kept = f"NULLIF({table}.{column}, '')" if name in texts else f"{table}.{column}"
             updates.append(
                 f"{column} = CASE WHEN {table}.{generation} = excluded.{generation} "
-                f"THEN COALESCE({table}.{column}, excluded.{column}) ELSE excluded.{column} END"
+                f"THEN COALESCE({kept}, excluded.{column}) ELSE excluded.{column} END"
             )
         else:
             updates.append(f"{column} = excluded.{column}")
@@ -245,39 +272,65 @@ def write_now(run_ids: list[str]) -> int:
 
 
 def _write(batch: int, ahead: float, run_ids: list[str] | tuple[()]) -> int:
+    """Lease from each key base's dirty set (one on a single Redis, one per shard on a
+    cluster: each lease is a script in one slot, of a share of the batch), write every
+    row in one statement, then release per base. A shard whose master does not answer
+    (a failover) leaves the others to be written; its error is raised at the end."""
     client = get_redis()
-    leased: Any = client.eval(
-        _LEASE,
-        1,
-        keys.dirty_set(),
-        repr(ahead),
-        repr(LEASE_SECONDS),
-        batch,
-        keys.prefix(),
-        *run_ids,
-    )
-    if not leased:
-        return 0
-    rows, release = [], []
-    for index in range(0, len(leased), 2):
-        run_id, raw = leased[index].decode(), json.loads(leased[index + 1])
-        release += [run_id, raw.get("version", "")]
-        if raw:  # gone (expired) otherwise; an id the record lacks is the one leased
-            rows.append(_row({**raw, "id": raw.get("id") or run_id}))
-    try:
+    wanted: dict[str, list[str]] = {}
+    if run_ids:
+        for run_id in run_ids:
+            wanted.setdefault(keys.base_of(run_id), []).append(run_id)
+    else:
+        wanted = {base: [] for base in keys.bases()}
+    share = max(1, batch // len(keys.bases()))
+    rows: list[dict[str, Any]] = []
+    releases: dict[str, list[str]] = {}
+    failed: redis.RedisError | None = None
+    for base, named in wanted.items():
         try:
-            upsert(rows)
-        except DatabaseError:
-            if not _database_writable():
-                raise  # an outage (or no tables): no row by row against a closed door
-            _upsert_each(rows)
+            leased: Any = client.eval(
+                _LEASE, 1, keys.dirty_set(base), repr(ahead), repr(LEASE_SECONDS),
+                len(named) or share, base, *named,
+            )  # fmt: skip
+        except redis.RedisError as exc:
+            failed = exc
+            continue
+        release = releases[base] = []
+        for index in range(0, len(leased), 2):
+            run_id, raw = leased[index].decode(), json.loads(leased[index + 1])
+            release += [run_id, raw.get("version", "")]
+            if raw:  # gone (expired) otherwise; an id the record lacks is the one leased
+                rows.append(row_of({**raw, "id": raw.get("id") or run_id}))
+    releases = {base: release for base, release in releases.items() if release}
+    if not releases:
+        if failed is not None:
+            raise failed
+        return 0
+    try:
+        write_rows(rows)
     except Exception:
         # Due again soon, not when the lease ends: the batch lands about a second
         # after the database is back, not up to LEASE_SECONDS later (issue 11, item 4).
-        client.eval(_RETRY_SOON, 1, keys.dirty_set(), repr(RETRY_SECONDS), *release[::2])
+        for base, release in releases.items():
+            client.eval(_RETRY_SOON, 1, keys.dirty_set(base), repr(RETRY_SECONDS), *release[::2])
         raise
-    client.eval(_RELEASE, 1, keys.dirty_set(), keys.prefix(), *release)
+    for base, release in releases.items():
+        client.eval(_RELEASE, 1, keys.dirty_set(base), base, *release)
+    if failed is not None:
+        raise failed
     return len(rows)
+
+
+def write_rows(rows: list[dict[str, Any]]) -> None:
+    """Upsert rows in one statement; if the database refuses the batch but is writable,
+    row by row, so that one bad run never blocks another. Raises during an outage."""
+    try:
+        upsert(rows)
+    except DatabaseError:
+        if not _database_writable():
+            raise  # an outage (or no tables): no row by row against a closed door
+        _upsert_each(rows)
 
 
 # JSON columns a database may refuse (NaN on PostgreSQL, say): replaced on a retry.
@@ -384,12 +437,41 @@ def flush_all(limit: int | None = None, timeout: float = 10.0) -> int:
     return total + written
 
 
+REPORT_EVERY = 60.0  # seconds between log lines while flushes keep failing
+
+
 class Flusher(threading.Thread):
     """The background loop: flush every ``FLUSH_INTERVAL`` seconds until stopped."""
 
     def __init__(self) -> None:
         super().__init__(name="tasktrail-flusher", daemon=True)
         self.stopping = threading.Event()
+        self.failing_since: float | None = None
+        self.failures = 0
+        self.reported_at = 0.0
+
+    def failed(self, exc: Exception) -> None:
+        """The first failure with its traceback; while it goes on (an outage: a round a
+        second), one line a minute, so the log keeps room for other errors."""
+        now = time.monotonic()
+        self.failures += 1
+        if self.failing_since is None:
+            self.failing_since = self.reported_at = now
+            logger.exception("tasktrail: flush failed%s; retrying each round", _cause(exc))
+        elif now - self.reported_at >= REPORT_EVERY:
+            self.reported_at = now
+            logger.error(
+                "tasktrail: flush still failing after %d rounds (%.0f s)%s: %s",
+                self.failures, now - self.failing_since, _cause(exc), exc,
+            )  # fmt: skip
+
+    def recovered(self) -> None:
+        if self.failing_since is not None:
+            logger.warning(
+                "tasktrail: flush works again after %d failed rounds (%.1f s)",
+                self.failures, time.monotonic() - self.failing_since,
+            )  # fmt: skip
+            self.failing_since, self.failures = None, 0
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -397,10 +479,9 @@ class Flusher(threading.Thread):
                 close_old_connections()
                 while flush_once() >= int(settings.FLUSH_BATCH_SIZE):
                     pass
+                self.recovered()
             except Exception as exc:
-                logger.exception(
-                    "tasktrail: flush failed%s; retrying in the next round", _cause(exc)
-                )
+                self.failed(exc)
             self.stopping.wait(float(settings.FLUSH_INTERVAL))
         try:
             flush_all()

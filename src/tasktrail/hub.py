@@ -4,7 +4,9 @@ A stream registers a :class:`Listener` on its channel; the hub subscribes to a
 channel while someone listens to it and hands each message, parsed once, to every
 listener. The number of Redis connections does not grow with the number of
 clients, and nothing polls. If the subscription breaks, every listener is told to
-resynchronise from the Redis stream, so no event is lost.
+resynchronise from the Redis stream, so no event is lost. Under Sentinel the reader
+also notices a failover that leaves its connection open (the demoted master keeps it
+until the sentinels reconfigure it) and moves to the new master the same way.
 
 :meth:`Hub.listen` returns only once Redis has *confirmed* the channel's
 subscription: a stream reads its backlog after that, so an event is either in what
@@ -23,11 +25,12 @@ import contextlib
 import logging
 import weakref
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 
-from . import keys
-from .connection import get_async_redis
+from . import keys, sentinel
+from .connection import get_async_pubsub, get_async_redis
 from .events import Frame
 
 logger = logging.getLogger("tasktrail")
@@ -40,6 +43,8 @@ SWEEP_EVERY = 1.0
 # clients does not resubscribe each time.
 IDLE_CHANNEL = 30.0
 SUBSCRIBE_TIMEOUT = 10.0
+# How often the reader checks that its server is still the master (Sentinel only).
+MASTER_CHECK = 1.0
 
 
 class Resync:
@@ -84,7 +89,8 @@ class Listener:
 class Hub:
     def __init__(self) -> None:
         self.listeners: dict[str, set[Listener]] = {}
-        self._pubsub = get_async_redis().pubsub()
+        # A cluster's is made by the first subscription (finding a node is awaited).
+        self._pubsub: Any = None if keys.clustered() else get_async_redis().pubsub()
         self._reader: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._home = f"{keys.prefix()}:ch:hub"  # keeps the connection in subscribed mode
@@ -133,6 +139,8 @@ class Hub:
         try:
             async with self._starting:
                 if self._reader is None or self._reader.done():
+                    if self._pubsub is None:
+                        self._pubsub = await get_async_pubsub()
                     await self._pubsub.subscribe(self._home)
                     loop = asyncio.get_running_loop()
                     self._reader = loop.create_task(self._read(), name="tasktrail-hub")
@@ -152,10 +160,17 @@ class Hub:
 
     async def _read(self) -> None:
         backoff = 0.1
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + MASTER_CHECK
         while True:
             try:
-                message = await self._pubsub.get_message(timeout=5.0)
+                message = await self._pubsub.get_message(timeout=MASTER_CHECK)
                 backoff = 0.1
+                if loop.time() >= next_check:
+                    next_check = loop.time() + MASTER_CHECK
+                    if await sentinel.amaster_moved(self._pubsub):
+                        # Sentinel failed over: the new master publishes, not this one.
+                        raise redis.ConnectionError("the master moved (Sentinel failover)")
             except (redis.RedisError, OSError, RuntimeError) as exc:
                 # RuntimeError: redis-py has no connection after a failed reconnect.
                 logger.warning("tasktrail: event subscriber lost Redis (%s); reconnecting", exc)
@@ -214,13 +229,14 @@ class Hub:
 
     async def _reconnect(self) -> None:
         with contextlib.suppress(redis.RedisError, OSError):
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
-        self._pubsub = get_async_redis().pubsub()
+            await self._pubsub.aclose()
         self._idle_since.clear()
         for channel in tuple(self._subscribed):
             if channel not in self.listeners:
                 del self._subscribed[channel]
         try:
+            # A cluster's: through a node that answers now (the old one may be gone).
+            self._pubsub = await get_async_pubsub()
             await self._pubsub.subscribe(self._home, *self.listeners)
             self._broadcast_resync()  # events published while we were away are in the streams
         except (redis.RedisError, OSError) as exc:

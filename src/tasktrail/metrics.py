@@ -22,13 +22,12 @@ from django.utils import timezone
 
 from .access import is_staff
 from .conf import settings
-from .status import FINISHED, Status
+from .status import Status
 
 INSTALL = 'pip install "django-tasktrail[prometheus]"'
 RECENT = timedelta(hours=1)
 DAY = timedelta(days=1)
-HISTOGRAM_ROWS = 50_000
-BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+COUNT_ROWS = 50_000
 LOST_ERROR = "tasktrail.exceptions.WorkerLost"
 
 
@@ -42,15 +41,34 @@ def _prometheus() -> Any:
     return prometheus_client
 
 
-def _histogram(name: str, doc: str, samples: dict[str, list[float]]) -> Any:
+# name in Redis -> (metric name, help). Labels as celery-exporter's (name, queue_name),
+# without its hostname: a run's attempts may run on several hosts.
+HISTOGRAMS = {
+    "runtime": (
+        "tasktrail_task_runtime",
+        "Seconds the successful attempt of each run took (start to finish), by task and queue.",
+    ),
+    "queue_wait": (
+        "tasktrail_task_queue_wait_seconds",
+        "Seconds from enqueue to first start of each run, by task and queue.",
+    ),
+}
+
+
+def _latency_families() -> Iterator[Any]:
+    """Cumulative histograms counted in Redis by the transition script (see
+    :mod:`tasktrail.histograms`): the same numbers from every web process."""
     from prometheus_client.core import HistogramMetricFamily
 
-    family = HistogramMetricFamily(name, doc, labels=["task"])
-    for task, values in sorted(samples.items()):
-        buckets = [(str(bound), float(sum(1 for v in values if v <= bound))) for bound in BUCKETS]
-        buckets.append(("+Inf", float(len(values))))
-        family.add_metric([task], buckets, sum_value=sum(values))
-    return family
+    from .connection import get_redis
+    from .histograms import read
+
+    client = get_redis()
+    for source, (name, doc) in HISTOGRAMS.items():
+        family = HistogramMetricFamily(name, doc, labels=["name", "queue_name"])
+        for series in read(client, source):
+            family.add_metric([series.task, series.queue], series.cumulative(), series.total)
+        yield family
 
 
 class RunCollector:
@@ -71,17 +89,9 @@ class RunCollector:
             labels=["task", "status"],
         )
         counts: dict[tuple[str, str], int] = defaultdict(int)
-        runtimes: dict[str, list[float]] = defaultdict(list)
-        waits: dict[str, list[float]] = defaultdict(list)
-        rows = TaskRun.objects.filter(enqueued_at__gte=recent).values_list(
-            "task", "status", "enqueued_at", "started_at", "finished_at"
-        )
-        for task, status, enqueued, started, finished in rows.order_by()[:HISTOGRAM_ROWS]:
+        rows = TaskRun.objects.filter(enqueued_at__gte=recent).values_list("task", "status")
+        for task, status in rows.order_by()[:COUNT_ROWS]:
             counts[(task, status)] += 1
-            if started is not None:
-                waits[task].append(max(0.0, (started - enqueued).total_seconds()))
-            if status in FINISHED and started is not None and finished is not None:
-                runtimes[task].append(max(0.0, (finished - started).total_seconds()))
         for (task, status), count in sorted(counts.items()):
             by_task.add_metric([task, status], count)
         yield by_task
@@ -95,22 +105,12 @@ class RunCollector:
             by_status.add_metric([item.status.value], item.count)
         yield by_status
 
-        yield _histogram(
-            "tasktrail_run_runtime_seconds",
-            "Run time (start to finish) of runs enqueued in the last hour, by task.",
-            runtimes,
-        )
-        yield _histogram(
-            "tasktrail_run_wait_seconds",
-            "Time from enqueue to start of runs enqueued in the last hour, by task.",
-            waits,
-        )
-
         # Redis down: the families the database answers still come out (never a 500).
         up = GaugeMetricFamily("tasktrail_redis_up", "1 when Redis answered this scrape.")
         try:
             finished = _finished_counter()
             flush_failures = _flush_failure_counter()
+            latency = list(_latency_families())
             workers = list_workers()
         except redis.RedisError:
             up.add_metric([], 0)
@@ -119,6 +119,7 @@ class RunCollector:
             up.add_metric([], 1)
             yield finished
             yield flush_failures
+            yield from latency
         yield up
         yield from _worker_families(workers)
         yield from _queue_families(stats.queue_overview(workers), now)
@@ -152,13 +153,15 @@ def _finished_counter() -> Any:
 
     from . import keys
     from .connection import get_redis
+    from .histograms import read_summed
 
     family = CounterMetricFamily(
         "tasktrail_runs_finished",
         "Runs finished, by task and final status.",
         labels=["task", "status"],
     )
-    counts: dict[bytes, bytes] = get_redis().hgetall(keys.finished_counts())  # type: ignore[assignment]
+    names = [keys.finished_counts(base) for base in keys.bases()]  # one per shard
+    counts = read_summed(get_redis(), names)
     for label, value in sorted(counts.items()):
         task, _, status = label.decode().rpartition("|")
         family.add_metric([task, status], float(value))

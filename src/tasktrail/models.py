@@ -67,11 +67,19 @@ class TaskRun(models.Model):
     # Some argument was redacted or cut on the way in: the run cannot be replayed as is.
     arguments_incomplete = models.BooleanField(default=False)
 
+    # The trace the run belongs to (W3C traceparent or sentry-trace header of its
+    # message) and the span that published it; '' when no tracer was active.
+    trace_id = models.CharField(max_length=32, blank=True, default="")
+    span_id = models.CharField(max_length=16, blank=True, default="")
+
     # A task id published again after its run is a new run under the same id: its
     # generation counts those publishes.
     generation = models.PositiveIntegerField(default=1)
     # Incremented by every change in Redis; the flusher only writes newer versions.
     version = models.BigIntegerField(default=0)
+    # FAILED runs only: which failure group the run is in (tasktrail.fingerprints),
+    # computed by the flusher from the task, error type and traceback.
+    fingerprint = models.CharField(max_length=16, blank=True, default="")
 
     class Meta:
         verbose_name = "task run"
@@ -85,6 +93,33 @@ class TaskRun(models.Model):
             models.Index(fields=["group_id"], name="tasktrail_group"),
             models.Index(fields=["queue", "status", "enqueued_at"], name="tasktrail_queue"),
             models.Index(fields=["status", "finished_at"], name="tasktrail_finished"),
+            # The latency screen: one task's runs in a time window, with the timestamps
+            # the percentiles need, read from the index alone.
+            models.Index(
+                fields=[
+                    "task",
+                    "enqueued_at",
+                    "status",
+                    "started_at",
+                    "last_attempted_at",
+                    "finished_at",
+                ],
+                name="tasktrail_latency",
+            ),
+            # The failure groups screen: count, first and last seen per fingerprint in a
+            # time window, from an index of the failed runs alone.
+            models.Index(
+                fields=["fingerprint", "finished_at"],
+                name="tasktrail_fingerprint",
+                condition=models.Q(status="FAILED"),
+            ),
+            # One group's runs, newest first, a page at a time (a group may hold tens of
+            # thousands: no sort of all of them per page).
+            models.Index(
+                fields=["fingerprint", "-enqueued_at", "-id"],
+                name="tasktrail_fingerprint_runs",
+                condition=models.Q(status="FAILED"),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -92,14 +127,22 @@ class TaskRun(models.Model):
 
 
 class AuditEntry(models.Model):
-    """One operator action on a run (cancel, retry): who, when, from where."""
+    """One operator action: who, when, from where. On a run (cancel, retry, replay), or, with an
+    empty ``run_id`` and the subject in ``detail``, on a queue or task (pause, rate limit)."""
 
     class Action(models.TextChoices):
         CANCEL = "cancel", "Cancel"
         RETRY = "retry", "Retry"
+        REPLAY = "replay", "Replay with edited arguments"
         RUN_NOW = "run_now", "Run schedule now"
         PAUSE = "pause", "Pause schedule"
         RESUME = "resume", "Resume schedule"
+        PAUSE_QUEUE = "pause_queue", "Pause queue"
+        RESUME_QUEUE = "resume_queue", "Resume queue"
+        RATE_LIMIT = "rate_limit", "Set task rate limit"
+        RETRY_GROUP = "retry_group", "Retry a failure group"
+        MUTE_GROUP = "mute_group", "Mute a failure group"
+        UNMUTE_GROUP = "unmute_group", "Unmute a failure group"
 
     run_id = models.CharField(max_length=255, db_index=True)
     action = models.CharField(max_length=16, choices=Action.choices)
@@ -123,3 +166,29 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.run_id} by {self.actor_name or 'system'}"
+
+
+class FailureGroup(models.Model):
+    """What the dashboard knows of one failure fingerprint beyond its runs: a sample to
+    describe it, and whether an operator muted it. Created when the groups page first
+    lists the fingerprint; the counts come from the runs themselves."""
+
+    fingerprint = models.CharField(primary_key=True, max_length=16)
+    task = models.CharField(max_length=255)
+    error_type = models.CharField(max_length=255, blank=True, default="")
+    frame = models.CharField(max_length=500, blank=True, default="")
+    sample_message = models.TextField(blank=True, default="")
+    first_seen = models.DateTimeField(null=True, blank=True)  # its first failure ever
+    muted = models.BooleanField(default=False)
+    muted_by = models.CharField(max_length=255, blank=True, default="")
+    muted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "failure group"
+
+    def __str__(self) -> str:
+        return f"{self.task} {self.error_type} ({self.fingerprint})"
+
+
+# Alert claims live in their own module; imported here so Django registers the model.
+from .alerts.models import AlertDelivery as AlertDelivery  # noqa: E402

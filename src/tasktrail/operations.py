@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from . import actions
-from .exceptions import RunNotFound
+from .exceptions import RunNotFound, TasktrailError
 from .status import FINISHED, Status
 
 if TYPE_CHECKING:
@@ -143,6 +143,7 @@ class BulkOutcome:
     refused: dict[str, str] = field(default_factory=dict)
     new_runs: list[str] = field(default_factory=list)
     skipped_already_retried: int = 0
+    stopped: str = ""  # why the rest was not tried (the broker or Redis did not answer)
 
 
 def bulk_queryset(run_filter: RunFilter, action: BulkAction) -> QuerySet[TaskRun]:
@@ -168,32 +169,46 @@ def bulk_apply(
 ) -> BulkOutcome:
     """Cancel or retry (each through :mod:`tasktrail.actions`, audited) up to ``limit``
     matching runs, newest first. A bulk retry skips runs already retried once."""
-    from .models import AuditEntry
-
     ids = list(
         bulk_queryset(run_filter, action)
         .order_by("-enqueued_at", "-id")
         .values_list("pk", flat=True)[:limit]
     )
-    outcome = BulkOutcome(action=action)
     if action == "retry":
-        retried = set(
-            AuditEntry.objects.filter(run_id__in=ids, action="retry").values_list(
-                "run_id", flat=True
-            )
-        )
-        outcome.skipped_already_retried = len(retried)
-        ids = [run_id for run_id in ids if run_id not in retried]
+        return retry_each(ids, actor=actor, address=address)
+    outcome = BulkOutcome(action=action)
     for run_id in ids:
         try:
-            if action == "retry":
-                new = actions.retry(run_id, actor=actor, address=address)
-                outcome.new_runs.append(new.id)
-            else:
-                actions.cancel(run_id, actor=actor, address=address)
+            actions.cancel(run_id, actor=actor, address=address)
             outcome.done.append(run_id)
         except (actions.ActionRefused, RunNotFound) as exc:
             outcome.refused[run_id] = str(exc)
+    return outcome
+
+
+def retry_each(ids: list[str], *, actor: Any, address: str | None) -> BulkOutcome:
+    """Retry these runs one by one (each through :func:`tasktrail.actions.retry`, audited),
+    skipping runs already retried once; a run refused is noted and the next one tried."""
+    from .models import AuditEntry
+
+    outcome = BulkOutcome(action="retry")
+    retried = set(
+        AuditEntry.objects.filter(run_id__in=ids, action="retry").values_list("run_id", flat=True)
+    )
+    outcome.skipped_already_retried = len(retried)
+    for run_id in ids:
+        if run_id in retried:
+            continue
+        try:
+            new = actions.retry(run_id, actor=actor, address=address)
+        except TasktrailError as exc:  # refused, gone, or published but not recorded
+            outcome.refused[run_id] = str(exc)
+            continue
+        except actions.UNREACHABLE as exc:  # the next one would fail the same way
+            outcome.stopped = actions.unreachable_message(exc)
+            break
+        outcome.new_runs.append(new.id)
+        outcome.done.append(run_id)
     return outcome
 
 
@@ -224,10 +239,10 @@ def _database() -> str:
 
 
 def _redis() -> str:
-    from .connection import get_redis, redis_url
+    from .connection import get_redis, redis_location
 
     get_redis().ping()
-    return redis_url().rsplit("@", 1)[-1]
+    return redis_location()
 
 
 def _broker() -> str:

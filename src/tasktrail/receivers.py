@@ -21,7 +21,7 @@ import redis
 from celery import signals, states
 from celery.exceptions import Ignore, Reject, Retry
 
-from . import naming, outcomes, ownership, reporting, sweep
+from . import naming, outcomes, ownership, reporting, sweep, traces
 from .conf import settings
 from .exceptions import RunCancelled
 from .redaction import capped_json, redact_call
@@ -117,6 +117,7 @@ def on_before_task_publish(
         "group": str(headers.get("group") or ""),
         "broker": sweep.broker_id(),  # whose workers may judge the message lost
         **_stored_arguments(name, list(args), dict(kwargs)),
+        **traces.trace_fields(headers.get),  # when a tracer injected its header first
         **context,
     }
     eta = _epoch(headers.get("eta"))
@@ -192,6 +193,9 @@ def on_task_prerun(task_id: str = "", task: Any = None, **_: Any) -> None:
             "parent": str(getattr(request, "parent_id", "") or ""),
             "root": str(getattr(request, "root_id", "") or ""),
             "group": str(getattr(request, "group", "") or ""),
+            # The publisher's tracer put its header in the message; ours ran before it
+            # there (receivers run in connection order), so the start records it.
+            **traces.from_request(request),
             # No publish recorded an eager run's arguments: its start does.
             **(
                 _stored_arguments(name, list(request.args or []), dict(request.kwargs or {}))
@@ -386,6 +390,12 @@ def on_worker_ready(sender: Any = None, **_: Any) -> None:
         workers.start(hostname, concurrency, queues)
 
 
+def on_worker_setup(sender: Any = None, **kwargs: Any) -> None:
+    from . import queue_controls  # paused queues and rate limits, before consuming starts
+
+    queue_controls.on_worker_setup(sender, **kwargs)
+
+
 def on_worker_shutdown(**_: Any) -> None:
     from . import flusher, workers
 
@@ -405,6 +415,7 @@ def connect() -> None:
         (signals.task_revoked, on_task_revoked),
         (signals.task_unknown, on_task_unknown),
         (signals.worker_init, on_worker_init),
+        (signals.celeryd_after_setup, on_worker_setup),
         (signals.worker_ready, on_worker_ready),
         (signals.worker_shutdown, on_worker_shutdown),
     ]

@@ -79,6 +79,8 @@ class RunData:
     retry_of: str = ""
     arguments_incomplete: bool = False
     generation: int = 1
+    trace_id: str = ""
+    span_id: str = ""
 
     @property
     def is_finished(self) -> bool:
@@ -105,6 +107,7 @@ class RunData:
             "retry_of": self.retry_of or None,
             "cancel_requested_at": _iso(self.cancel_requested_at),
             "generation": self.generation,
+            "trace_id": self.trace_id or None,
         }
         if self.status == Status.SUCCESSFUL:
             data["result"] = self.result
@@ -200,6 +203,8 @@ def fields_from_hash(raw: Mapping[str, str]) -> dict[str, Any]:
         "retry_of": _text(raw, "retry_of"),
         "arguments_incomplete": raw.get("args_incomplete") == "1",
         "generation": int(raw.get("gen") or 1),
+        "trace_id": _text(raw, "trace_id"),
+        "span_id": _text(raw, "span_id"),
     }
 
 
@@ -245,4 +250,6 @@ def fields_from_model(row: TaskRun) -> dict[str, Any]:
         "retry_of": row.retry_of,
         "arguments_incomplete": row.arguments_incomplete,
         "generation": row.generation,
+        "trace_id": row.trace_id,
+        "span_id": row.span_id,
     }

@@ -15,6 +15,7 @@ that went away is noticed before the next write instead of after hundreds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
@@ -166,6 +167,32 @@ def event_stream(
     listener = Listener(channel)
     body = _stream(stream, listener, last_id, opening, visible, stops, keepalive, over)
     return EventStream(listener, body)
+
+
+async def merged(bodies: list[EventStream]) -> AsyncIterator[bytes]:
+    """Several streams as one (a firehose per shard on a Redis Cluster): their writes
+    interleaved as they come, each a whole number of events. When one ends (Redis went
+    away) all end, and the client resumes every one from its last id: ids are the
+    masters' clocks, so after a resume an event may repeat or be missed within their
+    skew (a dashboard feed; the record is the truth)."""
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=64)
+
+    async def pump(body: EventStream) -> None:
+        with contextlib.suppress(Exception):  # a stream that failed ends them all
+            async for chunk in body:
+                await queue.put(chunk)
+        await queue.put(None)  # not when cancelled: the reader has gone
+
+    tasks = [asyncio.get_running_loop().create_task(pump(body)) for body in bodies]
+    try:
+        while (chunk := await queue.get()) is not None:
+            yield chunk
+    finally:
+        for task in tasks:
+            task.cancel()
+        for body in bodies:
+            with contextlib.suppress(Exception):
+                await body.aclose()
 
 
 async def _stream(

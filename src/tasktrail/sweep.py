@@ -29,7 +29,7 @@ from collections import defaultdict
 from functools import lru_cache
 from typing import Any
 
-from . import keys, outcomes
+from . import fallback, keys, outcomes
 from .conf import settings
 from .connection import get_redis
 from .exceptions import NeverDelivered
@@ -57,30 +57,34 @@ def broker_id() -> str:
 def sweep(now: float | None = None) -> int:
     """One round; return how many runs were settled. Safe to call from every worker."""
     client = get_redis()
-    base = keys.prefix()
     wait = float(settings.UNDELIVERED_AFTER)
-    if not client.set(f"{base}:sweeping", "1", nx=True, ex=max(5, int(wait / 2))):
+    if not client.set(f"{keys.prefix()}:sweeping", "1", nx=True, ex=max(5, int(wait / 2))):
         return 0  # another worker swept a moment ago
     now = time.time() if now is None else now
-    candidates: Any = client.zrangebyscore(keys.waiting_set(base), "-inf", now - wait, 0, BATCH)
+    pipe = client.pipeline(transaction=False)
+    for base in keys.bases():  # one waiting set per shard on a cluster
+        pipe.zrangebyscore(keys.waiting_set(base), "-inf", now - wait, 0, BATCH)
+    candidates: list[bytes] = [i for found in pipe.execute() for i in found]
     if not candidates:
         return 0
     by_queue: dict[str, list[str]] = defaultdict(list)
     pipe = client.pipeline(transaction=False)
     for raw_id in candidates:
         pipe.hmget(
-            keys.run_hash(raw_id.decode(), base), "status", "queue", "next_attempt_at", "broker"
+            keys.run_hash(raw_id.decode()), "status", "queue", "next_attempt_at", "broker", "gen"
         )
     mine = broker_id().encode()
-    for raw_id, (status, queue, due, broker) in zip(candidates, pipe.execute(), strict=True):
+    for raw_id, (status, queue, due, broker, gen) in zip(candidates, pipe.execute(), strict=True):
         run_id = raw_id.decode()
         if status is None or status.decode() not in (Status.READY, Status.RETRYING):
-            client.zrem(keys.waiting_set(base), run_id)  # expired, or moved on
+            client.zrem(keys.waiting_set(keys.base_of(run_id)), run_id)  # expired, or moved on
             continue
         if broker and broker != mine:
             continue  # another broker's run: its own workers judge it
         if due and float(due) > now - wait:
             continue  # an ETA or countdown not long past: the broker may hold it late
+        if fallback.ended_meanwhile(run_id, int(gen or 1)):
+            continue  # it ran and ended while Redis was away: the record catches up
         by_queue[(queue or b"").decode()].append(run_id)
     settled = 0
     for queue, run_ids in by_queue.items():
@@ -163,7 +167,7 @@ def _settle(run_id: str, queue: str) -> int:
     applied = outcomes.failed_outside_celery(
         run_id, NeverDelivered(message), reason="never_delivered"
     )
-    get_redis().zrem(keys.waiting_set(), run_id)
+    get_redis().zrem(keys.waiting_set(keys.base_of(run_id)), run_id)
     if applied is not None:
         logger.warning("tasktrail: run %s was never delivered (queue %r): failed", run_id, queue)
         return 1

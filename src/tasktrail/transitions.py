@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -19,10 +20,12 @@ from typing import Any, Literal
 
 import redis
 from redis.commands.core import Script
+from redis.exceptions import RedisClusterException
 
-from . import keys
+from . import journal, keys
 from .conf import settings
-from .connection import get_redis
+from .connection import get_redis, redis_url
+from .histograms import BOUNDS
 
 logger = logging.getLogger("tasktrail")
 
@@ -157,14 +160,29 @@ def _call(
     when = time.time() if now is None else now
     conf = settings.snapshot()  # one settings lookup per call, not eleven
     prefix = str(conf["KEY_PREFIX"])
+    base = keys.base_of(run_id, prefix)
+    run_key = keys.run_hash(run_id, prefix)
+    parent_key = keys.run_hash(parent_id or run_id, prefix)
+    meta_key = meta.key if meta is not None else keys.celery_meta(run_id)
+    inherited = "{}"
+    if keys.clustered():
+        # One slot per script: what a new run would inherit from its parent (in another
+        # shard) is read first and handed over; the script takes it only where it would
+        # have read the parent's record. Celery's results are never on the cluster (its
+        # Redis backend cannot run there: backend.py), so no meta goes with the run.
+        flags = flags.replace("d", "") + "c"
+        if parent_key != run_key and "owner" not in (create or {}):
+            inherited = dumps(_inherited(client, parent_key))
+        parent_key = meta_key = run_key
+        meta = None
     result = _script(client)(
         keys=[
-            keys.run_hash(run_id, prefix),
+            run_key,
             keys.run_stream(run_id, prefix),
-            keys.firehose_stream(prefix),
-            keys.dirty_set(prefix),
-            keys.run_hash(parent_id or run_id, prefix),
-            meta.key if meta is not None else keys.celery_meta(run_id),
+            keys.firehose_stream(base),
+            keys.dirty_set(base),
+            parent_key,
+            meta_key,
         ],
         args=[
             run_id,
@@ -177,27 +195,75 @@ def _call(
             dumps(
                 [[kind, data if isinstance(data, str) else dumps(data)] for kind, data in events]
             ),
-            prefix,
+            base,
             conf["STREAM_MAXLEN"],
             conf["SUBJECT_STREAM_MAXLEN"],
-            conf["FIREHOSE_MAXLEN"],
+            max(1, int(conf["FIREHOSE_MAXLEN"]) // keys.shards()),  # one firehose per shard
             conf["STREAM_TTL"],
             conf["FLUSH_DELAY"],
             meta.value if meta is not None else "",
             meta.ttl if meta is not None else 0,
             "" if generation is None else generation,
-            flags,
+            flags + ("j" if journal.enabled else ""),  # j: the finished record for it
+            BOUNDS,
+            inherited,
         ],
     )
-    ids, cancel, gen, ok = result
+    ids, cancel, gen, ok, finished, for_subject = (*result, None, None)[:6]
     if not ok:
         logger.debug("tasktrail: %s of run %s refused (finished or stale)", op, run_id)
+    elif finished:
+        kept = (meta.key, meta.value, meta.ttl) if meta is not None else None
+        journal.remember(redis_url(), prefix, run_id, finished, kept)
+    if for_subject:
+        try:
+            _append_to_subject(client, prefix, json.loads(for_subject), conf)
+        except (redis.RedisError, RedisClusterException) as exc:
+            # The transition is in: raising would defer it and replay it (twice applied).
+            logger.warning("tasktrail: run %s's events not added to its subject: %s", run_id, exc)
     return Applied(
         [i.decode() if isinstance(i, bytes) else str(i) for i in ids],
         bool(cancel),
         int(gen),
         bool(ok),
     )
+
+
+def _inherited(client: redis.Redis, parent_key: str) -> dict[str, str]:
+    """The owner, team and subject a new run takes from its parent's record."""
+    names = ("owner", "team", "subject")
+    values: Any = client.hmget(parent_key, names)
+    return {n: v.decode() for n, v in zip(names, values, strict=True) if v is not None}
+
+
+# A subject's stream on a Redis Cluster: appended after the run's transition, which
+# returned the events (the stream is in another slot). KEYS[1] the subject stream;
+# ARGV[1] maxlen, ARGV[2] ttl, ARGV[3] channel, ARGV[4] owner, ARGV[5] team, then
+# kind and body pairs. If Redis fails between the two calls the subject's stream
+# misses these events; the run's own stream and record have them.
+_SUBJECT_APPEND = """
+for i = 6, #ARGV, 2 do
+  local sid = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'kind', ARGV[i],
+    'data', ARGV[i + 1], 'owner', ARGV[4], 'team', ARGV[5])
+  redis.call('PUBLISH', ARGV[3], sid .. '\31' .. ARGV[i] .. '\31' .. ARGV[i + 1] .. '\31' ..
+    ARGV[4] .. '\31' .. ARGV[5])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+"""
+
+
+def _append_to_subject(
+    client: redis.Redis, prefix: str, found: dict[str, Any], conf: dict[str, Any]
+) -> None:
+    subject = str(found["subject"])
+    stream = keys.subject_stream(subject, prefix)
+    pairs = [part for kind, body in found["events"] for part in (kind, body)]
+    if not pairs:
+        return
+    client.eval(
+        _SUBJECT_APPEND, 1, stream, conf["SUBJECT_STREAM_MAXLEN"], conf["STREAM_TTL"],
+        keys.channel(stream), found.get("owner") or "", found.get("team") or "", *pairs,
+    )  # fmt: skip
 
 
 def safely(run_id: str, op: Op, **kwargs: Any) -> Applied | None:
@@ -243,6 +309,20 @@ def defer(run_id: str, op: Op, kwargs: dict[str, Any], exc: BaseException) -> No
         now=float(kwargs["now"]),
     )
     _start_replayer()
+
+
+def _reset_in_child() -> None:
+    """A forked child (a prefork pool process) owns none of its parent's backlog (the
+    parent replays it) and gets a new lock: the parent's replayer may hold the old one
+    at the fork, and it would stay held in the child for ever."""
+    global _backlog_lock, _replayer, _down_until
+    _backlog_lock = threading.RLock()
+    _backlog.clear()
+    _replayer = None
+    _down_until = 0.0
+
+
+os.register_at_fork(after_in_child=_reset_in_child)
 
 
 def _start_replayer() -> None:

@@ -107,6 +107,13 @@ async def _newest_event_id(stream: str) -> str | None:
     return tail[0][0].decode() if tail else None
 
 
+# The record and its stream's last event id (false when the stream is empty).
+_SNAPSHOT = """
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+return {redis.call('HGETALL', KEYS[1]), last[1] and last[1][1] or false}
+"""
+
+
 @allow("GET")
 async def run_events(request: HttpRequest, run_id: str) -> HttpResponseBase:
     run = await _visible_run(request, run_id)
@@ -135,10 +142,12 @@ async def run_events(request: HttpRequest, run_id: str) -> HttpResponseBase:
             from_start = newest is None
 
     async def read_snapshot() -> list[Any]:
-        pipe = get_async_redis().pipeline(transaction=True)
-        pipe.hgetall(keys.run_hash(run_id))
-        pipe.xrevrange(stream, count=1)
-        return await pipe.execute()
+        # At one instant: the record and the id of its stream's last event (one slot,
+        # so a script works on a Redis Cluster too, where redis-py's MULTI may not).
+        client = get_async_redis()
+        flat, tail = await client.eval(_SNAPSHOT, 2, keys.run_hash(run_id), stream)
+        raw = dict(zip(flat[::2], flat[1::2], strict=True))
+        return [raw, [(tail, {})] if tail else []]
 
     async def opening() -> tuple[list[bytes], str | None, bool]:
         snapshot, last = run, "0-0"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -35,9 +36,9 @@ from typing import Any
 import redis
 from django.db import close_old_connections
 
-from . import keys, naming, sweep
+from . import fallback, keys, naming, sentinel, sweep
 from .conf import settings
-from .connection import get_redis
+from .connection import get_pubsub, get_redis
 from .exceptions import WorkerLost
 from .records import to_datetime
 from .status import Status
@@ -54,8 +55,31 @@ def _worker_key(hostname: str) -> str:
     return f"{keys.prefix()}:worker:{hostname}"
 
 
-def _active_key(hostname: str) -> str:
-    return f"{keys.prefix()}:active:{hostname}"
+def _active_keys(hostname: str) -> list[str]:
+    """The sets of runs a worker executes: one per key base (one on a single Redis; on a
+    cluster, the transition script adds a run to the set in its own shard)."""
+    return [keys.active_set(hostname, base) for base in keys.bases()]
+
+
+def _active_runs(client: redis.Redis, hostnames: list[str]) -> list[set[bytes]]:
+    """For each worker, the runs its active sets hold."""
+    pipe = client.pipeline(transaction=False)
+    for hostname in hostnames:
+        for key in _active_keys(hostname):
+            pipe.smembers(key)
+    replies: list[Any] = pipe.execute()
+    per = len(keys.bases())
+    return [set().union(*replies[i * per : (i + 1) * per]) for i in range(len(hostnames))]
+
+
+def _add_active(client: redis.Redis, hostname: str, run_ids: list[str]) -> None:
+    by_key: dict[str, list[str]] = {}
+    for run_id in run_ids:
+        by_key.setdefault(keys.active_set(hostname, keys.base_of(run_id)), []).append(run_id)
+    pipe = client.pipeline(transaction=False)
+    for key, members in by_key.items():
+        pipe.sadd(key, *members)
+    pipe.execute()
 
 
 def _instances_key(hostname: str) -> str:
@@ -202,13 +226,13 @@ def list_workers() -> list[WorkerInfo]:
     pipe = client.pipeline(transaction=False)
     for hostname, _ in beats:
         pipe.hgetall(_worker_key(hostname.decode()))
-        pipe.smembers(_active_key(hostname.decode()))
         pipe.hgetall(_instances_key(hostname.decode()))
     replies = pipe.execute()
+    actives = _active_runs(client, [hostname.decode() for hostname, _ in beats])
     workers = []
     for index, (hostname, seen) in enumerate(beats):
-        raw = {k.decode(): v.decode() for k, v in replies[3 * index].items()}
-        found = (Instance.parse(k.decode(), v) for k, v in replies[3 * index + 2].items())
+        raw = {k.decode(): v.decode() for k, v in replies[2 * index].items()}
+        found = (Instance.parse(k.decode(), v) for k, v in replies[2 * index + 1].items())
         live = sum(1 for i in found if i is not None and now - i.beat < lost_after)
         workers.append(
             WorkerInfo(
@@ -219,7 +243,7 @@ def list_workers() -> list[WorkerInfo]:
                 started_at=to_datetime(raw.get("started_at")),
                 last_seen=to_datetime(repr(seen)),
                 online=now - seen < lost_after,
-                active_runs=tuple(sorted(r.decode() for r in replies[3 * index + 1])),
+                active_runs=tuple(sorted(r.decode() for r in actives[index])),
                 live_instances=live,
             )
         )
@@ -266,7 +290,7 @@ def beat(
     if not known and executing:
         # Redis forgot this worker (restarted empty): its runs count as executing here
         # again, so they are settled if this node dies now.
-        client.sadd(_active_key(hostname), *executing)
+        _add_active(client, hostname, executing)
     _warn_of_namesakes(client, hostname, instance, now)
     return not known
 
@@ -321,7 +345,7 @@ def _settle_node(client: redis.Redis, hostname: str, now: float, *, silent: bool
     known = instances(client, hostname)
     live = [i for i in known if i.live(now)]
     silent = silent and not live
-    runs: Any = client.smembers(_active_key(hostname))
+    (runs,) = _active_runs(client, [hostname])
     claimed = frozenset().union(*(i.active for i in live))
     unclaimed = sorted(r.decode() for r in runs if r.decode() not in claimed)
     dead = [i for i in known if i not in live]
@@ -334,14 +358,17 @@ def _settle_node(client: redis.Redis, hostname: str, now: float, *, silent: bool
             client.hdel(_instances_key(hostname), *gone)
         return 0
     horizon = min((i.beat for i in live), default=now) - CLAIM_MARGIN if live else None
-    # One settler per node and round, even with many peers checking at once.
-    if not client.set(f"{keys.prefix()}:settling:{hostname}", INSTANCE, nx=True, ex=30):
+    # One settler per node and round, even with many peers checking at once. The lock
+    # outlives a settler killed while holding it (a node judging itself dies mid-round)
+    # for a few heartbeats, not 30 s: meanwhile no one settles that node.
+    hold = max(5, math.ceil(3 * float(settings.HEARTBEAT_INTERVAL)))
+    if not client.set(f"{keys.prefix()}:settling:{hostname}", INSTANCE, nx=True, ex=hold):
         return 0
     try:
         settled = sum(_settle(run_id, hostname, before=horizon) for run_id in unclaimed)
         _hand_back_reserved(dead, live)
         if not live:
-            client.delete(_active_key(hostname), _instances_key(hostname))
+            client.delete(*_active_keys(hostname), _instances_key(hostname))
             client.zrem(_workers_key(), hostname)
         elif gone:
             client.hdel(_instances_key(hostname), *gone)
@@ -354,10 +381,12 @@ def _run_state(run_id: str) -> tuple[str, str, str, int, str]:
     """Status, task, worker, version and queue of a run: its hot record, or, when Redis
     forgot it (restarted empty), its database row."""
     raw: Any = get_redis().hmget(
-        keys.run_hash(run_id), "status", "task", "worker", "version", "queue"
+        keys.run_hash(run_id), "status", "task", "worker", "version", "queue", "gen"
     )
     if raw[0] is not None:
-        status, task, worker, version, queue = (v.decode() if v else "" for v in raw)
+        status, task, worker, version, queue, gen = (v.decode() if v else "" for v in raw)
+        if status == Status.RUNNING and fallback.ended_meanwhile(run_id, int(gen or 1)):
+            status = Status.SUCCESSFUL  # any end: it is not lost (see ended_meanwhile)
         return status, task, worker, int(version or 0), queue
     from .models import TaskRun
 
@@ -509,9 +538,9 @@ def prepare(hostname: str) -> None:
         if others:
             _warn_of_namesakes(client, hostname, INSTANCE, now)
             return  # the settler decides, by what each live instance claims
-        runs: Any = client.smembers(_active_key(hostname))
+        (runs,) = _active_runs(client, [hostname])
         settled = sum(_settle(run_id.decode(), hostname) for run_id in sorted(runs))
-        client.delete(_active_key(hostname))
+        client.delete(*_active_keys(hostname))
         if settled:
             logger.warning("tasktrail: settled %d runs of the previous %s", settled, hostname)
     except redis.RedisError as exc:
@@ -521,10 +550,12 @@ def prepare(hostname: str) -> None:
 def load_cancels() -> None:
     try:
         since = time.time() - float(settings.STREAM_TTL)
-        client = get_redis()
-        client.zremrangebyscore(f"{keys.prefix()}:cancels", "-inf", since)
-        ids: Any = client.zrange(f"{keys.prefix()}:cancels", 0, -1)
-        _revoke_cancelled([i.decode() for i in ids])
+        pipe = get_redis().pipeline(transaction=False)
+        for base in keys.bases():
+            pipe.zremrangebyscore(keys.cancels(base), "-inf", since)
+            pipe.zrange(keys.cancels(base), 0, -1)
+        ids: list[Any] = pipe.execute()[1::2]
+        _revoke_cancelled([i.decode() for per_base in ids for i in per_base])
     except redis.RedisError as exc:
         logger.warning("tasktrail: could not load cancellations: %s", exc)
 
@@ -554,7 +585,7 @@ class WorkerServices(threading.Thread):
             target=self._follow_cancels, name="tasktrail-cancels", daemon=True
         )
         self._follower.start()
-        beaten, scan_until = False, 0.0
+        beaten, scan_until, unreachable_at = False, 0.0, float("-inf")
         while not self.stopping.is_set():
             try:
                 forgot = beat(
@@ -570,10 +601,16 @@ class WorkerServices(threading.Thread):
                     # that died before they could register again.
                     scan_until = time.monotonic() + 3 * float(settings.LOST_AFTER)
                 beaten = True
-                close_old_connections()  # the database fallbacks below, after an outage
-                settle_lost_runs(me=self.hostname, forgotten=time.monotonic() < scan_until)
-                sweep.sweep()
+                # Right after Redis was unreachable from here, what it holds is stale:
+                # every process is still reconnecting and replaying what it deferred (a
+                # run that ended meanwhile still says RUNNING). Judge no one until they
+                # had LOST_AFTER to do so, as after a worker's own start.
+                if time.monotonic() - unreachable_at >= float(settings.LOST_AFTER):
+                    close_old_connections()  # the database fallbacks below, after an outage
+                    settle_lost_runs(me=self.hostname, forgotten=time.monotonic() < scan_until)
+                    sweep.sweep()
             except redis.RedisError as exc:
+                unreachable_at = time.monotonic()
                 logger.warning("tasktrail: heartbeat failed: %s", exc)
             except Exception:
                 logger.exception("tasktrail: worker services round failed")
@@ -590,13 +627,19 @@ class WorkerServices(threading.Thread):
     def _follow_cancels(self) -> None:
         while not self.stopping.is_set():
             try:
-                pubsub = get_redis().pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-                pubsub.subscribe(f"{keys.prefix()}:ch:cancels")
+                pubsub = get_pubsub()  # a cluster's: through a node that answers
+                pubsub.subscribe(*(keys.channel_of(keys.cancels(b)) for b in keys.bases()))
                 load_cancels()  # what was cancelled while we were not listening
+                next_check = time.monotonic() + sentinel.MASTER_CHECK
                 while not self.stopping.is_set():
                     message = pubsub.get_message(timeout=1.0)
                     if message and message.get("type") == "message":
                         _revoke_cancelled([message["data"].decode()])
+                    if time.monotonic() >= next_check:
+                        next_check = time.monotonic() + sentinel.MASTER_CHECK
+                        if sentinel.master_moved(pubsub):  # a Sentinel failover
+                            pubsub.close()
+                            raise redis.ConnectionError("the master moved (Sentinel failover)")
             except redis.RedisError as exc:
                 logger.warning("tasktrail: cancellation follower lost Redis: %s", exc)
                 self.stopping.wait(1.0)

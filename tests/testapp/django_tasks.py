@@ -53,6 +53,11 @@ async def async_double(value: int) -> int:
 
 
 @task(takes_context=True)
+def signs_in_with_context(context: TaskContext[..., Any], username: str, password: str) -> str:
+    return f"{username} signed in"
+
+
+@task(takes_context=True)
 def describe_context(context: TaskContext[..., Any], marker: str) -> dict[str, Any]:
     result = context.task_result
     return {

@@ -13,7 +13,9 @@ from tasktrail import feed, progress, tracked_task
 
 
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.TASKTRAIL["REDIS_URL"])
+    from tasktrail.connection import get_redis
+
+    return get_redis()  # a single Redis, Sentinel or a cluster alike
 
 
 @shared_task
@@ -94,3 +96,15 @@ def fan_out(self: Any, count: int) -> Any:
     from celery import group
 
     return self.replace(group(add.s(i, i) for i in range(count)))
+
+
+@shared_task
+def reject_order(order: str) -> None:
+    """Fails from one line whatever the order (tests/test_failure_groups*.py)."""
+    raise ValueError(f"order {order} is invalid")
+
+
+@shared_task
+def tally(values: list[Any]) -> int:
+    """A chord callback: how many header results arrived."""
+    return len(values)

@@ -44,6 +44,9 @@ def retry_run(request: HttpRequest, run_id: str) -> HttpResponseBase:
     except (actions.ActionRefused, RunNotFound) as exc:
         messages.error(request, str(exc))
         return _back(request, reverse("tasktrail-dashboard:run", args=[run_id]))
+    except actions.UNREACHABLE as exc:
+        messages.error(request, actions.unreachable_message(exc))
+        return _back(request, reverse("tasktrail-dashboard:run", args=[run_id]))
     messages.success(request, f"Retrying {run_id} as {new.id}.")
     return redirect("tasktrail-dashboard:run", run_id=new.id)
 
@@ -57,6 +60,8 @@ def cancel_run(request: HttpRequest, run_id: str) -> HttpResponseBase:
         )
     except (actions.ActionRefused, RunNotFound) as exc:
         messages.error(request, str(exc))
+    except actions.UNREACHABLE as exc:
+        messages.error(request, actions.unreachable_message(exc))
     else:
         messages.success(request, f"Run {run_id} is {after.status}.")
     return _back(request, reverse("tasktrail-dashboard:run", args=[run_id]))
@@ -111,7 +116,10 @@ def bulk_apply(request: HttpRequest, action: str) -> HttpResponseBase:
         text += f"; {len(outcome.refused)} refused (they changed meanwhile)"
     if outcome.skipped_already_retried:
         text += f"; {outcome.skipped_already_retried} skipped (already retried)"
-    messages.success(request, text + ".")
+    if outcome.stopped:
+        messages.error(request, f"{text}; then stopped: {outcome.stopped}")
+    else:
+        messages.success(request, text + ".")
     target = "failures" if verb == "retry" else "runs"
     params = {k: v for k, v in run_filter.as_params().items() if k != "status"}
     query = f"?{urlencode(params)}" if params else ""

@@ -14,7 +14,11 @@ from importlib import resources
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 
-ASSETS = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
+ASSETS = {
+    "dashboard.css": "text/css",
+    "dashboard.js": "text/javascript",
+    "workflow.js": "text/javascript",
+}
 
 
 @lru_cache(maxsize=len(ASSETS))

@@ -20,7 +20,8 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from tasktrail.models import TaskRun
+from tasktrail import audit
+from tasktrail.models import AuditEntry, TaskRun
 
 from .access import can_change, change_required, staff_required
 
@@ -172,6 +173,7 @@ def run_now(request: HttpRequest) -> HttpResponseBase:
         messages.error(request, "No such schedule entry.")
         return redirect("tasktrail-dashboard:schedules")
     run_id = run_entry_now(entry)
+    audit.from_request(request, AuditEntry.Action.RUN_NOW, schedule=entry.name, new_run=run_id)
     logger.info("tasktrail: %s ran schedule %s now as %s", request.user, entry.name, run_id)
     messages.success(request, f"{entry.name}: published run {run_id}.")
     return redirect("tasktrail-dashboard:run", run_id=run_id)
@@ -185,6 +187,8 @@ def toggle(request: HttpRequest) -> HttpResponseBase:
         return redirect("tasktrail-dashboard:schedules")
     enabled = request.POST.get("enabled") == "1"
     name = set_enabled(entry.periodic_task_id, enabled)
+    action = AuditEntry.Action.RESUME if enabled else AuditEntry.Action.PAUSE
+    audit.from_request(request, action, schedule=name)
     verb = "resumed" if enabled else "paused"
     logger.info("tasktrail: %s %s schedule %s", request.user, verb, name)
     messages.success(request, f"{name} {verb}.")

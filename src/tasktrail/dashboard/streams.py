@@ -18,7 +18,7 @@ from tasktrail.conf import settings
 from tasktrail.events import parse_id
 from tasktrail.http import RETRY_AFTER, query_problem, redis_is_down
 from tasktrail.runs import afind_run
-from tasktrail.sse import event_stream, sse_response
+from tasktrail.sse import event_stream, merged, sse_response
 
 
 async def _staff(request: HttpRequest) -> bool:
@@ -61,8 +61,7 @@ async def firehose(request: HttpRequest) -> HttpResponseBase:
         return _refused(400, "Malformed Last-Event-ID.")
     if (down := await _redis_down()) is not None:
         return down
-    stream = keys.firehose_stream()
-    return sse_response(
+    streams = [
         event_stream(
             stream=stream,
             channel=keys.channel(stream),
@@ -71,7 +70,10 @@ async def firehose(request: HttpRequest) -> HttpResponseBase:
             stops=lambda frame: False,
             keepalive=float(settings.KEEPALIVE_INTERVAL),
         )
-    )
+        for stream in (keys.firehose_stream(base) for base in keys.bases())
+    ]
+    # One firehose per shard on a Redis Cluster.
+    return sse_response(streams[0] if len(streams) == 1 else merged(streams))
 
 
 async def run_events(request: HttpRequest, run_id: str) -> HttpResponseBase:

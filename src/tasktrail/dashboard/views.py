@@ -23,11 +23,13 @@ from tasktrail.models import AuditEntry, TaskRun
 from tasktrail.operations import BadFilter, RunFilter
 from tasktrail.pagination import BadCursor, page
 from tasktrail.redaction import redact
-from tasktrail.runs import find_run
+from tasktrail.replay import REPLAYABLE
+from tasktrail.runs import Run, find_run
 from tasktrail.status import FINISHED, Status
+from tasktrail.traces import trace_url
 from tasktrail.workers import WorkerInfo, list_workers
 
-from . import charts
+from . import charts, queue_controls
 from .access import can_change, staff_required
 
 logger = logging.getLogger("tasktrail")
@@ -147,6 +149,13 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponseBase:
     run = find_run(run_id)
     if run is None:
         raise Http404("No such run.")
+    return render_run(request, run)
+
+
+def render_run(
+    request: HttpRequest, run: Run, replay_form: dict[str, str] | None = None, status: int = 200
+) -> TemplateResponse:
+    """The run page; ``replay_form`` keeps a refused edit (its text and the error)."""
     try:
         timeline, feed, last_event = _timeline(run.id)
     except Exception:
@@ -156,24 +165,33 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponseBase:
         family = list(
             TaskRun.objects.filter(root_id=run.root_id).order_by("enqueued_at")[:FAMILY_SIZE]
         )
+    args_json = json.dumps(redact(run.args), indent=2, default=str)
+    kwargs_json = json.dumps(redact(run.kwargs), indent=2, default=str)
     return _render(
         request,
         "run_detail.html",
         {
             "section": "runs",
             "run": run,
-            "args_json": json.dumps(redact(run.args), indent=2, default=str),
-            "kwargs_json": json.dumps(redact(run.kwargs), indent=2, default=str),
+            "args_json": args_json,
+            "kwargs_json": kwargs_json,
             "result_json": json.dumps(run.result, indent=2, default=str),
             "timeline": timeline,
             "feed": feed,
             "last_event": last_event,
             "family": family if len(family) > 1 else [],
+            "in_workflow": bool(
+                len(family) > 1 or run.group_id or run.parent_id or run.root_id not in ("", run.id)
+            ),
             "audit": AuditEntry.objects.filter(run_id=run.id)[:20],
             "finished": run.status in FINISHED,
             "retryable": run.status in (Status.FAILED, Status.CANCELLED),
+            "replayable": run.status in REPLAYABLE,
+            "replay": replay_form or {"args": args_json, "kwargs": kwargs_json},
             "flush_error": flush_error(run.id),
+            "trace_url": trace_url(run.trace_id, run.span_id),
         },
+        status,
     )
 
 
@@ -189,5 +207,10 @@ def queues(request: HttpRequest) -> HttpResponseBase:
     now = timezone.now()
     workers, down = _workers()
     found = stats.queue_overview(workers)
-    rows = [{"queue": q, "age": q.oldest_age(now)} for q in found]
-    return _render(request, "queues.html", {**down, "section": "queues", "queues": rows})
+    controls = queue_controls.page_context({q.name for q in found})
+    rows = [
+        {"queue": q, "age": q.oldest_age(now), "paused": q.name in controls["paused"]}
+        for q in found
+    ]
+    context = {**down, **controls, "section": "queues", "queues": rows}
+    return _render(request, "queues.html", context)

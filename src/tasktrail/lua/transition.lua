@@ -10,7 +10,9 @@
 -- ARGV[3] attempt    ARGV[4] status to set ('' = unchanged)   ARGV[5] now (epoch s,
 -- the caller's clock: shown to people, never used to order writes)
 -- ARGV[6] fields to set (JSON object)   ARGV[7] fields set only when missing (JSON)
--- ARGV[8] events (JSON array of [kind, data as a JSON string])   ARGV[9] key prefix
+-- ARGV[8] events (JSON array of [kind, data as a JSON string])   ARGV[9] the run's key
+-- base (the key prefix; on a Redis Cluster the prefix and the run's shard tag, so that
+-- every key below is in one slot: keys.py)
 -- ARGV[10] run stream maxlen  ARGV[11] subject maxlen  ARGV[12] firehose maxlen
 -- ARGV[13] ttl after finish (s)   ARGV[14] flush delay of unfinished runs (s)
 -- ARGV[15] Celery result meta to store ('' = none)   ARGV[16] its ttl (s, 0 = none)
@@ -19,8 +21,14 @@
 --   generation; r = a replacement (Task.replace) continues the run; e = an eager start:
 --   a finished run starts a new generation; x = never create a record; d = KEYS[6] is
 --   tasktrail's to manage (a fresh publish marks a stored state stale); m = store
---   Celery's result meta only
--- Returns {event ids, cancel requested (0/1), generation, applied (0/1)}.
+--   Celery's result meta only; j = return a finished run's whole record (the caller
+--   keeps a journal of them); c = a Redis Cluster: the subject stream is in another
+--   slot, so its events are returned for the caller to append (transitions.py)
+-- ARGV[19] latency histogram bucket bounds (seconds, ascending, comma-separated)
+-- ARGV[20] with c: what a new run inherits from its parent (JSON: owner, team, subject),
+--   read by the caller (the parent's record is in another slot)
+-- Returns {event ids, cancel requested (0/1), generation, applied (0/1), the finished
+-- record as JSON (j) or false, the subject's events as JSON (c) or false}.
 
 local FINISHED = {SUCCESSFUL = true, FAILED = true, CANCELLED = true}
 -- A run failed because its worker died may run again (a redelivered message).
@@ -124,14 +132,24 @@ local fields = cjson.decode(ARGV[6])
 local create = cjson.decode(ARGV[7])
 local flat = {}
 if not exists and create['owner'] == nil then
-  local inherited = redis.call('HMGET', KEYS[5], 'owner', 'team', 'subject')
+  local inherited
+  if flag('c') then
+    local from = cjson.decode(ARGV[20])
+    inherited = {from['owner'] or false, from['team'] or false, from['subject'] or false}
+  else
+    inherited = redis.call('HMGET', KEYS[5], 'owner', 'team', 'subject')
+  end
   if inherited[1] then create['owner'] = inherited[1] end
   if inherited[2] then create['team'] = inherited[2] end
   if inherited[3] then create['subject'] = inherited[3] end
 end
+local first_start = false
 for k, v in pairs(create) do
   -- A new record has none of them: no need to ask field by field.
-  if not exists or redis.call('HEXISTS', KEYS[1], k) == 0 then flat[#flat + 1] = k; flat[#flat + 1] = v end
+  if not exists or redis.call('HEXISTS', KEYS[1], k) == 0 then
+    flat[#flat + 1] = k; flat[#flat + 1] = v
+    if k == 'started_at' then first_start = true end
+  end
 end
 local apply = fields
 if op == 'publish' and exists then apply = {next_attempt_at = fields['next_attempt_at']} end
@@ -164,7 +182,14 @@ local meta = redis.call('HMGET', KEYS[1], 'subject', 'owner', 'team', 'status', 
 local subject, owner, team = meta[1], meta[2] or '', meta[3] or ''
 local prefix = ARGV[9]
 local subject_key = false
-if subject and subject ~= '' then subject_key = prefix .. ':events:subject:' .. subject end
+local for_subject = false
+if subject and subject ~= '' then
+  if flag('c') then
+    for_subject = {subject = subject, owner = owner, team = team, events = {}}
+  else
+    subject_key = prefix .. ':events:subject:' .. subject
+  end
+end
 
 local ids = {}
 for _, ev in ipairs(cjson.decode(ARGV[8])) do
@@ -184,7 +209,9 @@ for _, ev in ipairs(cjson.decode(ARGV[8])) do
   local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[10], '*', 'kind', kind, 'data', body)
   ids[#ids + 1] = id
   redis.call('PUBLISH', prefix .. ':ch:run:' .. ARGV[1], id .. '\31' .. kind .. '\31' .. body)
-  if subject_key then
+  if for_subject then
+    for_subject['events'][#for_subject['events'] + 1] = {kind, body}
+  elseif subject_key then
     local sid = redis.call('XADD', subject_key, 'MAXLEN', '~', ARGV[11], '*',
       'kind', kind, 'data', body, 'owner', owner, 'team', team)
     redis.call('EXPIRE', subject_key, ARGV[13])
@@ -226,10 +253,42 @@ if FINISHED[meta[4]] and not (exists and FINISHED[cur[1]]) then
   -- A durable count of finished runs by task and status (Prometheus counters).
   redis.call('HINCRBY', prefix .. ':stats:finished', (redis.call('HGET', KEYS[1], 'task') or '') .. '|' .. meta[4], 1)
 end
+-- Latency histograms (Prometheus), counted here once per run so that every web process
+-- serves the same cumulative numbers: queue wait at the first start of a run whose
+-- publish was recorded (eager runs never waited), runtime of the attempt that
+-- succeeded. One field per bucket; readers cumulate.
+local function observe(name, from, to)
+  local t = redis.call('HMGET', KEYS[1], 'task', 'queue', from, to)
+  local a, b = tonumber(t[3] or ''), tonumber(t[4] or '')
+  if not a or not b then return end
+  local seconds = math.max(0, b - a)
+  local le = '+Inf'
+  for bound in string.gmatch(ARGV[19], '[^,]+') do
+    if seconds <= tonumber(bound) then le = bound; break end
+  end
+  local key = prefix .. ':stats:' .. name
+  local label = (t[1] or '') .. '|' .. (t[2] or '') .. '|'
+  redis.call('HINCRBY', key, label .. le, 1)
+  redis.call('HINCRBYFLOAT', key, label .. 'sum', string.format('%.6f', seconds))
+end
+if first_start and exists and not flag('e') then observe('queue_wait', 'enqueued_at', 'started_at') end
+if meta[4] == 'SUCCESSFUL' and not (exists and FINISHED[cur[1]]) then
+  observe('runtime', 'last_attempted_at', 'finished_at')
+end
 if FINISHED[meta[4]] then
   redis.call('EXPIRE', KEYS[1], ARGV[13])
   redis.call('EXPIRE', KEYS[2], ARGV[13])
 end
 local cancel = 0
 if cur[4] or apply['cancel_requested_at'] or create['cancel_requested_at'] then cancel = 1 end
-return {ids, cancel, gen, 1}
+local finished = false
+if FINISHED[meta[4]] and flag('j') then
+  -- The whole record of a finished run, for the caller's journal (journal.py): the
+  -- database must get it even if this Redis forgets it before the flusher runs.
+  local all = redis.call('HGETALL', KEYS[1])
+  local record = {}
+  for i = 1, #all, 2 do record[all[i]] = all[i + 1] end
+  finished = cjson.encode(record)
+end
+if for_subject then for_subject = cjson.encode(for_subject) end
+return {ids, cancel, gen, 1, finished, for_subject}

@@ -10,6 +10,8 @@ the user's function, not this trampoline.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
 import traceback
 from dataclasses import replace
@@ -28,6 +30,7 @@ from django.utils.json import normalize_json
 from ...actions import register_republisher
 from ...naming import register_function_runner
 from ...records import Progress, RunData, to_datetime
+from ...replay import register_signature_source
 from ...runs import Run, find_run
 from ...status import Status
 from .results import task_at, task_result
@@ -137,14 +140,24 @@ def republish(run: Run) -> str | None:
 
 @lru_cache(maxsize=1024)  # asked at each publish of a name Celery does not know
 def function_at(path: str) -> Any:
-    """The function a django.tasks run name stands for (None for any other name)."""
+    """The function a django.tasks run name stands for, as a run's arguments fill it: a
+    ``takes_context`` task's context comes first and is never among them, so it is bound
+    away (redaction matched names one place off without that). None for any other name."""
     try:
-        return task_at(path).func
+        declared = task_at(path)
     except LookupError:
         return None
+    return functools.partial(declared.func, None) if declared.takes_context else declared.func
+
+
+def signature_at(path: str) -> inspect.Signature | None:
+    """The parameters a replay of a django.tasks run binds to."""
+    function = function_at(path)
+    return None if function is None else inspect.signature(function)
 
 
 register_republisher(republish)
+register_signature_source(signature_at)
 # Runs of the trampoline are named after their function (the shadow): redaction reads
 # its parameters, lost-run redelivery finds the trampoline.
 register_function_runner(TASK_NAME, function_at)

@@ -42,6 +42,7 @@ class RunSerializer(serializers.Serializer):  # type: ignore[misc]
     started_at = serializers.DateTimeField(allow_null=True, read_only=True)
     finished_at = serializers.DateTimeField(allow_null=True, read_only=True)
     next_attempt_at = serializers.DateTimeField(allow_null=True, read_only=True)
+    trace_id = serializers.CharField(allow_null=True, read_only=True)
     status_url = serializers.CharField(read_only=True)
     events_url = serializers.CharField(read_only=True)
 

@@ -1,7 +1,8 @@
-"""``manage.py tasktrail``: list, show, watch, retry, cancel, prune, stats, healthcheck.
+"""``manage.py tasktrail``: list, show, watch, retry, replay, cancel, prune, stats, healthcheck.
 
 A thin shell: the work is done by :mod:`tasktrail.operations`, :mod:`tasktrail.stats`,
-:mod:`tasktrail.retention`, :mod:`tasktrail.actions` and :mod:`tasktrail.runs`.
+:mod:`tasktrail.retention`, :mod:`tasktrail.actions`, :mod:`tasktrail.replay` and
+:mod:`tasktrail.runs`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from tasktrail import actions, checks, operations, retention, stats
+from tasktrail import actions, checks, operations, replay, retention, stats
 from tasktrail.exceptions import RunNotFound
 from tasktrail.redaction import redact
 from tasktrail.runs import Run, get_run
@@ -38,7 +39,10 @@ def _stamp(value: Any) -> str:
 
 
 class Command(BaseCommand):
-    help = "Operate tasktrail runs: list, show, watch, retry, cancel, prune, stats, healthcheck."
+    help = (
+        "Operate tasktrail runs: list, show, watch, retry, replay, cancel, prune, stats, "
+        "healthcheck."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         commands = parser.add_subparsers(dest="subcommand", metavar="COMMAND", required=True)
@@ -62,6 +66,18 @@ class Command(BaseCommand):
             )
             if name == "cancel":
                 sub.add_argument("--terminate", action="store_true", help="Kill running processes.")
+        again = commands.add_parser(
+            "replay", help="Run a finished run again with edited arguments, as a new run."
+        )
+        again.add_argument("run_id")
+        again.add_argument(
+            "--args", dest="args_json", help="Positional arguments, a JSON list (default: stored)."
+        )
+        again.add_argument(
+            "--kwargs",
+            dest="kwargs_json",
+            help="Keyword arguments, a JSON object (default: stored).",
+        )
         prune = commands.add_parser("prune", help="Delete finished runs past their retention.")
         prune.add_argument("--dry-run", action="store_true", help="Count, delete nothing.")
         prune.add_argument("--batch-size", type=int, default=retention.BATCH_SIZE)
@@ -205,6 +221,15 @@ class Command(BaseCommand):
 
     def do_retry(self, options: dict[str, Any]) -> None:
         self._act("retry", options)
+
+    def do_replay(self, options: dict[str, Any]) -> None:
+        run = self._run(options["run_id"])
+        try:
+            args, kwargs = replay.parse_arguments(options["args_json"], options["kwargs_json"])
+            new = replay.replay(run.id, args, kwargs, actor=self._actor(), address=None)
+        except actions.ActionRefused as exc:
+            raise CommandError(f"Replay of {run.id} refused: {exc}") from None
+        self.stdout.write(new.id)
 
     def do_cancel(self, options: dict[str, Any]) -> None:
         self._act("cancel", options)
