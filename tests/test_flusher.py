@@ -288,3 +288,20 @@ def test_a_flush_failing_round_after_round_logs_once_a_minute(
     assert [bool(r.exc_info) for r in lines] == [True, False, False, False]
     assert "still failing after 61 rounds" in lines[1].getMessage()
     assert "works again after 150 failed rounds" in lines[3].getMessage()
+
+
+def test_flush_all_writes_runs_another_flusher_has_leased() -> None:
+    """A worker's flusher may hold a run under lease when a test or a management command
+    flushes: flush_all returns only once every change made before it is in the database
+    (the upsert keeps the newest version, so writing it twice is harmless)."""
+    from tasktrail.flusher import _LEASE, LEASE_SECONDS
+    from tests.helpers import client
+
+    run_id = str(uuid.uuid4())
+    apply(run_id, "publish", status=Status.READY,
+          create={"id": run_id, "task": "leased", "enqueued_at": stamp(time.time())})  # fmt: skip
+    # Another process leases it (and has not written it yet).
+    client().eval(_LEASE, 1, keys.dirty_set(keys.prefix()), "0", repr(LEASE_SECONDS), 1,
+                  keys.prefix(), run_id)  # fmt: skip
+    flush_all()
+    assert TaskRun.objects.get(pk=run_id).status == Status.READY
