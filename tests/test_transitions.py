@@ -137,3 +137,38 @@ def test_a_successful_run_keeps_no_earlier_attempts_error() -> None:
     succeeded(run_id, 7, Origin(attempt=2))
     run = get_run(run_id)
     assert (run.status, run.result, run.error) == (Status.SUCCESSFUL, 7, None)
+
+
+@pytest.mark.parametrize("then", ["started", "finished"])
+def test_a_publish_deferred_by_an_outage_never_moves_back_the_run_it_opened(
+    settings: object, then: str
+) -> None:
+    """The publisher's process keeps its publish while Redis is away and replays it when
+    Redis answers; a worker may have started (or finished) the run from the broker's
+    message before that replay. The replay fills in what the record lacks and changes
+    nothing else: not RETRYING (a re-publish of a running run) and not a new run."""
+    from tasktrail import transitions
+    from tests.celery_app import app
+    from tests.helpers import client
+    from tests.testapp.tasks import add
+
+    assert app.backend is not None  # made now, on the reachable Redis (it is per thread)
+    assert isinstance(settings.TASKTRAIL, dict)  # type: ignore[attr-defined]
+    reachable = settings.TASKTRAIL  # type: ignore[attr-defined]
+    settings.TASKTRAIL = {**reachable, "REDIS_URL": "redis://127.0.0.1:27498/0"}  # type: ignore[attr-defined]
+    run_id = add.apply_async((1, 2), queue=f"nobody-{uuid.uuid4().hex[:8]}").id
+    assert transitions.pending() == 1  # deferred, and READY in the database meanwhile
+    settings.TASKTRAIL = reachable  # type: ignore[attr-defined]
+    transitions._down_until = 0.0
+    # The worker's process (which holds none of this one's backlog) goes first.
+    transitions._call(run_id, "start", attempt=1, status=Status.RUNNING,
+                      create={"task": add.name, "started_at": stamp(2.0)})  # fmt: skip
+    if then == "finished":
+        transitions._call(run_id, "finish", attempt=1, status=Status.SUCCESSFUL,
+                          fields={"result": "3"})  # fmt: skip
+    with transitions._backlog_lock:
+        transitions._replay()
+    run = get_run(run_id)
+    assert run.status == (Status.RUNNING if then == "started" else Status.SUCCESSFUL)
+    assert (run.args, run.attempts) == ([1, 2], 1)  # the publish's arguments, kept
+    assert client().hget(f"{settings.TASKTRAIL['KEY_PREFIX']}:run:{run_id}", "gen") == b"1"  # type: ignore[attr-defined]

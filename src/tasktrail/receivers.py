@@ -145,7 +145,8 @@ def on_before_task_publish(
         )
     except redis.RedisError as exc:  # Redis down: never block the publish
         defer(run_id, "publish", {"status": Status.READY, "fields": fields, "create": create,
-                                  "now": now, "parent_id": create["parent"]}, exc)  # fmt: skip
+                                  "now": now, "parent_id": create["parent"], "flags": "p"},
+              exc)  # fmt: skip
         return
     headers[GENERATION_HEADER] = applied.generation
 

@@ -21,7 +21,8 @@
 --   generation; r = a replacement (Task.replace) continues the run; e = an eager start:
 --   a finished run starts a new generation; x = never create a record; d = KEYS[6] is
 --   tasktrail's to manage (a fresh publish marks a stored state stale); m = store
---   Celery's result meta only; j = return a finished run's whole record (the caller
+--   Celery's result meta only; p = a publish deferred by an outage, replayed: a known
+--   run keeps its status (its worker may have moved it on meanwhile); j = return a finished run's whole record (the caller
 --   keeps a journal of them); c = a Redis Cluster: the subject stream is in another
 --   slot, so its events are returned for the caller to append (transitions.py)
 -- ARGV[19] latency histogram bucket bounds (seconds, ascending, comma-separated)
@@ -77,8 +78,11 @@ if not exists and flag('x') then return refused(false) end
 
 local new_generation = false
 if op == 'publish' and exists then
-  if flag('r') then
-    status = '' -- the replacement carries the run on
+  if flag('r') or flag('p') then
+    -- The replacement carries the run on; a publish replayed after an outage found the
+    -- run already moved on by its worker (whose process has none of this backlog): it
+    -- only fills in what the record lacks.
+    status = ''
   elseif flag('f') then
     new_generation = true
   else
@@ -153,6 +157,7 @@ for k, v in pairs(create) do
 end
 local apply = fields
 if op == 'publish' and exists then apply = {next_attempt_at = fields['next_attempt_at']} end
+if op == 'publish' and exists and flag('p') and FINISHED[cur[1]] then apply = {} end
 if op == 'cancel' and status == '' then apply = {cancel_requested_at = fields['cancel_requested_at'], cancelled_by = fields['cancelled_by']} end
 for k, v in pairs(apply) do flat[#flat + 1] = k; flat[#flat + 1] = v end
 if status ~= '' then flat[#flat + 1] = 'status'; flat[#flat + 1] = status end
