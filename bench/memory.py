@@ -8,6 +8,9 @@ Redis's memory and key count for this run's prefix, after a warm-up and at the e
 
     uv run python bench/memory.py            # 100,000 runs
     uv run python bench/memory.py --quick    # 5,000 runs
+    uv run python bench/memory.py --runs 1000000   # the soak (about an hour here)
+
+At the end the database must hold exactly one SUCCESSFUL row per run (exit 1 if not).
 """
 
 from __future__ import annotations
@@ -80,6 +83,20 @@ def _snapshot(worker_pid: int, web_pid: int, prefix: str) -> dict[str, float]:
     }
 
 
+def _rows_saved(expected: int, timeout: float = 300) -> tuple[int, int]:
+    """Rows in the benchmark's database and how many of them are SUCCESSFUL, once the
+    flusher has written every run (or after ``timeout``)."""
+    from tasktrail.models import TaskRun
+
+    deadline = time.monotonic() + timeout
+    while True:
+        total = TaskRun.objects.count()
+        final = TaskRun.objects.filter(status="SUCCESSFUL").count()
+        if final >= expected or time.monotonic() > deadline:
+            return total, final
+        time.sleep(1.0)
+
+
 def _wait_finished(prefix: str, ids: list[str], timeout: float = 600) -> None:
     client = harness.redis(11)
     deadline = time.monotonic() + timeout
@@ -143,6 +160,8 @@ def main() -> int:
         time.sleep(2.0)  # the flusher's last rounds
         after = {"runs": done, **_snapshot(worker.pid, web.pid, prefix)}
         series.append(after)
+        expected = len(warm) + done
+        rows, final = _rows_saved(expected)
     finally:
         harness.stop(web)
         harness.stop(worker)
@@ -159,19 +178,21 @@ def main() -> int:
         for k in ("worker_main_mb", "worker_pool_mb", "web_mb", "redis_used_mb")
     ]
     print(harness.table(rows, ["process", "before", "after", "growth"]))
+    print(f"database rows: {rows} (expected {expected}), SUCCESSFUL: {final}")
     print(f"web errors: {errors}; Redis keys for the prefix: {after['redis_keys']}; "
           f"Redis bytes per finished run kept: {redis_per_run}")  # fmt: skip
     harness.save(
         "memory",
         {"runs": total, "series": series, "growth_mb": growth, "errors": errors,
-         "redis_bytes_per_run": redis_per_run},
+         "redis_bytes_per_run": redis_per_run, "rows": rows, "rows_final": final,
+         "rows_expected": expected},
         args.json,
     )  # fmt: skip
     worst = max(growth["worker_main_mb"], growth["worker_pool_mb"], growth["web_mb"])
     print(f"largest process growth {worst} MiB (bound {GROWTH_BOUND_MB} MiB); "
           f"ratio after / before (worker pool): "
           f"{after['worker_pool_mb'] / before['worker_pool_mb']:.2f}")  # fmt: skip
-    return 0
+    return 0 if rows == final == expected else 1
 
 
 if __name__ == "__main__":

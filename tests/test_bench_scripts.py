@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.once  # the scripts start on either database: pass 1 only
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted(
     path.name

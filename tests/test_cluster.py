@@ -41,6 +41,9 @@ from tests.redis_cluster import RedisCluster
 from tests.sse_client import Event, read
 from tests.testapp.tasks import add, always_fails, flaky, numbered_feed, sleepy
 
+# Redis and process behaviour the database and Django's version do not change: pass 1 only.
+pytestmark = pytest.mark.once
+
 CELERY_RESULTS = "redis://127.0.0.1:6379/10"  # Celery's own results: the referee
 HEARTBEAT, LOST_AFTER = 0.5, 3.0
 

@@ -43,6 +43,9 @@ from tests.deployment import (
     with_upstreams,
 )
 
+# Redis and process behaviour the database and Django's version do not change: pass 1 only.
+pytestmark = pytest.mark.once
+
 NGINX = "/usr/sbin/nginx"
 CHROMIUM = "/usr/bin/chromium"
 SYSTEM_REDIS = "redis://127.0.0.1:6379/0"

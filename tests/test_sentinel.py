@@ -40,6 +40,9 @@ from tests.sse_client import Event, read
 from tests.testapp.tasks import add, numbered_feed
 
 # Celery's own result backend for the failover runs: plain Redis, untouched by them.
+# Redis and process behaviour the database and Django's version do not change: pass 1 only.
+pytestmark = pytest.mark.once
+
 CELERY_RESULTS = "redis://127.0.0.1:6379/10"
 
 

@@ -25,7 +25,13 @@ from tests.conftest import ServerURL, running_server
 from tests.sse_client import Event, read
 from tests.testapp.tasks import sleepy
 
-pytestmark = [pytest.mark.worker, pytest.mark.server, pytest.mark.django_db(transaction=True)]
+# once: Redis, HTTP and process behaviour the database and Django's version do not change.
+pytestmark = [
+    pytest.mark.worker,
+    pytest.mark.server,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.once,
+]
 
 
 def _redis() -> Any:

@@ -48,7 +48,8 @@ from tests.acceptance.conftest import (
 from tests.acceptance.tasks import executions_key, once, pids_key, rerunnable, unrouted_rerunnable
 from tests.helpers import eventually, stored_events
 
-pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
+# once: Redis, HTTP and process behaviour the database and Django's version do not change.
+pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True), pytest.mark.once]
 
 HOLD = 300.0  # the first execution sleeps this long: it is always killed mid-task
 WORKER_LOST_CELERY = "billiard.exceptions.WorkerLostError"
