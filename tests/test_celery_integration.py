@@ -1,7 +1,9 @@
-"""Celery's own integration tests with tasktrail connected, CI's selection of
-``scripts/celery_integration.py``: the same tests pass as without tasktrail, and every
+"""Celery's own integration tests with tasktrail connected, the ``--subset`` selection
+of ``scripts/celery_integration.py``: the same tests pass as without tasktrail, and every
 run tasktrail recorded agrees with the state Celery's result backend stores for it.
-The full run (``uv run python scripts/celery_integration.py``, about 20 minutes) is
+
+A trial (about 80 s): the default run leaves it out, ``uv run pytest -m trial`` runs it.
+The full run (``uv run python scripts/celery_integration.py``, about 40 minutes) is
 described in docs/reliability.md."""
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.acceptance
+@pytest.mark.trial
+@pytest.mark.once
 @pytest.mark.skipif(
     os.environ.get("TASKTRAIL_TEST_DB") == "postgres",
     reason="the script keeps its own SQLite database: the SQLite pass of the suite runs it",
