@@ -161,7 +161,7 @@ def main() -> int:
         after = {"runs": done, **_snapshot(worker.pid, web.pid, prefix)}
         series.append(after)
         expected = len(warm) + done
-        rows, final = _rows_saved(expected)
+        saved, final = _rows_saved(expected)
     finally:
         harness.stop(web)
         harness.stop(worker)
@@ -173,18 +173,18 @@ def main() -> int:
     redis_per_run = round((after["redis_used_mb"] - before["redis_used_mb"]) * 2**20 / total)
     print()
     print(f"memory, {total} runs (one run; RSS in MiB)")
-    rows = [
+    table = [
         [k, before[k], after[k], growth[k]]
         for k in ("worker_main_mb", "worker_pool_mb", "web_mb", "redis_used_mb")
     ]
-    print(harness.table(rows, ["process", "before", "after", "growth"]))
-    print(f"database rows: {rows} (expected {expected}), SUCCESSFUL: {final}")
+    print(harness.table(table, ["process", "before", "after", "growth"]))
+    print(f"database rows: {saved} (expected {expected}), SUCCESSFUL: {final}")
     print(f"web errors: {errors}; Redis keys for the prefix: {after['redis_keys']}; "
           f"Redis bytes per finished run kept: {redis_per_run}")  # fmt: skip
     harness.save(
         "memory",
         {"runs": total, "series": series, "growth_mb": growth, "errors": errors,
-         "redis_bytes_per_run": redis_per_run, "rows": rows, "rows_final": final,
+         "redis_bytes_per_run": redis_per_run, "rows": saved, "rows_final": final,
          "rows_expected": expected},
         args.json,
     )  # fmt: skip
@@ -192,7 +192,7 @@ def main() -> int:
     print(f"largest process growth {worst} MiB (bound {GROWTH_BOUND_MB} MiB); "
           f"ratio after / before (worker pool): "
           f"{after['worker_pool_mb'] / before['worker_pool_mb']:.2f}")  # fmt: skip
-    return 0 if rows == final == expected else 1
+    return 0 if saved == final == expected else 1
 
 
 if __name__ == "__main__":

@@ -68,8 +68,11 @@ class ClusterAddress:
     password: str | None = None
 
 
+_SCHEME_PREFIXES = tuple(f"{s}://" for s in SCHEMES)
+
+
 def is_cluster_url(url: object) -> bool:
-    return isinstance(url, str) and url.lower().startswith(tuple(f"{s}://" for s in SCHEMES))
+    return isinstance(url, str) and url.lower().startswith(_SCHEME_PREFIXES)
 
 
 def redact(url: str) -> str:

@@ -8,6 +8,8 @@ exist once per base; :func:`bases` lists them.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from .cluster import is_cluster_url, shard_of
 from .conf import settings
 
@@ -20,7 +22,14 @@ def prefix() -> str:
 
 def clustered() -> bool:
     """tasktrail's Redis is a Redis Cluster."""
-    return is_cluster_url(settings.REDIS_URL)
+    url = settings.snapshot()["REDIS_URL"]
+    return isinstance(url, str) and _clustered(url)
+
+
+@lru_cache(maxsize=16)
+def _clustered(url: str) -> bool:
+    # Every transition asks several times; the answer depends on the URL alone.
+    return is_cluster_url(url)
 
 
 def shards() -> int:

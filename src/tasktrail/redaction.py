@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+from functools import lru_cache
 from typing import Any
 
 from . import naming
@@ -60,13 +61,26 @@ def redact_call(
     return safe_args, safe_kwargs, safe_args != list(args) or safe_kwargs != kwargs
 
 
-def _parameter_names(task_name: str) -> list[str]:
+def _parameter_names(task_name: str) -> tuple[str, ...]:
     function = naming.function(task_name)
+    if function is None:
+        return ()
     try:
-        signature = inspect.signature(function) if function is not None else None
+        # inspect.signature costs more than the rest of a publish's redaction; a
+        # function's parameters do not change (a redefined function is another object).
+        return _cached_signature_names(function)
+    except TypeError:  # an unhashable callable
+        return _signature_names(function)
+
+
+def _signature_names(function: Any) -> tuple[str, ...]:
+    try:
+        return tuple(inspect.signature(function).parameters)
     except (TypeError, ValueError):
-        signature = None
-    return [] if signature is None else list(signature.parameters)
+        return ()
+
+
+_cached_signature_names = lru_cache(maxsize=1024)(_signature_names)
 
 
 _SECRET_IN_TEXT = re.compile(
