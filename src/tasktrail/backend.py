@@ -20,7 +20,9 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any
 
+import redis
 from celery import states
+from celery.backends.asynchronous import Drainer
 from celery.backends.redis import RedisBackend
 from django.core.exceptions import ImproperlyConfigured
 from kombu.utils.encoding import bytes_to_str
@@ -35,6 +37,9 @@ from .transitions import ANY_ATTEMPT, Applied, CeleryMeta, dumps
 logger = logging.getLogger("tasktrail")
 
 BACKEND_PATH = "tasktrail.backend.TasktrailBackend"
+# How many publishes may leave their replies on the result connection unread (see
+# TasktrailBackend.on_task_call): about three small replies each.
+READ_REPLIES_EVERY = 64
 
 
 def _context(request: Any, run_id: str) -> tuple[int, int | None]:
@@ -198,6 +203,34 @@ class TasktrailBackend(_RecordsRuns, RedisBackend):
             *args, url=None if self._sentinel else redis_url, **kwargs
         )
         self.url = redis_url
+        self._published = 0
+
+    def on_task_call(self, producer: Any, task_id: str) -> None:
+        """Celery subscribes the publisher to each task's result channel as it publishes
+        (so a later ``get()`` misses nothing), and only a waiting ``get()`` reads that
+        connection. A process that publishes for long and never waits (a web server)
+        leaves every reply unread until Redis drops the connection (celery/celery#3808,
+        #6963) or the publisher blocks writing to it: the soak's publisher hung after
+        140,000 ``delay()`` calls. So every ``READ_REPLIES_EVERY`` publishes, what Redis
+        has sent is read here, through Celery's own consumer (results land where a
+        later ``get()`` finds them)."""
+        super().on_task_call(producer, task_id)
+        self._published += 1
+        if self._published % READ_REPLIES_EVERY == 0:
+            self._read_result_replies()
+
+    def _read_result_replies(self) -> None:
+        consumer: Any = getattr(self, "result_consumer")  # noqa: B009 (set by Celery, untyped)
+        if type(consumer.drainer) is not Drainer:
+            return  # gevent's and eventlet's drainers read the connection themselves
+        connection = getattr(getattr(consumer, "_pubsub", None), "connection", None)
+        try:
+            for _ in range(4 * READ_REPLIES_EVERY):
+                if connection is None or not connection.can_read(timeout=0):
+                    return
+                consumer.drain_events(timeout=0)
+        except (redis.RedisError, OSError):
+            return  # the next subscribe or get() reconnects, as Celery does
 
     def _get_pool(self, **params: Any) -> Any:
         if self._sentinel is None:
