@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import struct
 import termios
+import threading
 from typing import Any
 
 import pytest
@@ -56,3 +57,14 @@ def test_a_result_stored_before_anyone_waited_is_still_got() -> None:
 def test_a_wait_that_starts_before_the_end_is_woken_by_it() -> None:
     result = sleepy.delay(1.0)
     assert result.get(timeout=20) == 1.0
+
+
+def test_publishing_beside_a_thread_waiting_in_get_loses_nothing() -> None:
+    # The backend is shared by threads: the publisher reads while another thread waits.
+    waited: list[Any] = []
+    waiting = threading.Thread(target=lambda: waited.append(sleepy.delay(1.5).get(timeout=30)))
+    waiting.start()
+    results = [add.delay(i, i) for i in range(8 * READ_REPLIES_EVERY)]
+    waiting.join(timeout=40)
+    assert waited == [1.5]
+    assert [r.get(timeout=20) for r in results] == [2 * i for i in range(8 * READ_REPLIES_EVERY)]

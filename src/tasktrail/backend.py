@@ -16,6 +16,7 @@ into that backend's class instead (see docs/reliability.md).
 from __future__ import annotations
 
 import logging
+import select
 from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any
@@ -226,10 +227,15 @@ class TasktrailBackend(_RecordsRuns, RedisBackend):
         connection = getattr(getattr(consumer, "_pubsub", None), "connection", None)
         try:
             for _ in range(4 * READ_REPLIES_EVERY):
-                if connection is None or not connection.can_read(timeout=0):
+                # The backend is shared by the process's threads, and another one may be
+                # reading this connection in get(): only the raw socket is looked at
+                # here (as Celery's consumer does unlocked); drain_events reads under
+                # the consumer's lock.
+                sock = getattr(connection, "_sock", None)
+                if sock is None or not select.select([sock], [], [], 0)[0]:
                     return
                 consumer.drain_events(timeout=0)
-        except (redis.RedisError, OSError):
+        except (redis.RedisError, OSError, ValueError):
             return  # the next subscribe or get() reconnects, as Celery does
 
     def _get_pool(self, **params: Any) -> Any:
