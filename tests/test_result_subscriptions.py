@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("worker")
 
 
 def _unread_bytes(backend: Any) -> int:
-    """Bytes Redis sent on this thread's result connection that nobody has read yet."""
+    """Bytes Redis sent on the process's result connection that nobody has read yet."""
     sock = backend.result_consumer._pubsub.connection._sock
     raw = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
     return int(struct.unpack("i", raw)[0])
