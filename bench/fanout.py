@@ -167,6 +167,10 @@ def main() -> int:
     p.add_argument("--clients", default=None, help="comma-separated N (1000,5000,10000)")
     p.add_argument("--seeds-clients", type=int, default=None, help="N for the seeds baseline")
     p.add_argument("--profile", action="store_true", help="profile uvicorn at the largest N")
+    p.add_argument(
+        "--django-writes", action="store_true",
+        help="also tasktrail without direct_stream_writes (Django writes every event)",
+    )  # fmt: skip
     p.add_argument("--client", nargs=4, default=None, help=__import__("argparse").SUPPRESS)
     p.add_argument(
         "--cluster", action="store_true",
@@ -242,9 +246,13 @@ def _run(p: Any, args: Any) -> int:
     try:
         ours = "tasktrail-cluster" if args.on_cluster else "tasktrail"
         plan = [(ours, n) for n in sizes] + ([("seeds", seeds_n)] if seeds_n else [])
+        if args.django_writes:
+            plan = [step for n in sizes for step in ((ours, n), ("tasktrail-django", n))]
+            plan += [("seeds", seeds_n)] if seeds_n else []
         for attempt in range(harness.repeats(args)):
             for variant, n in plan:
-                web, port = harness.start_uvicorn(env, name=f"web-{variant}-{n}")
+                web_env = {**env, "BENCH_DIRECT_WRITES": "0"} if variant.endswith("django") else env
+                web, port = harness.start_uvicorn(web_env, name=f"web-{variant}-{n}")
                 try:
                     measure("tasktrail", 2, port, harness.server_pid(web), prefix)  # warm up
                     figures = measure(variant, n, port, harness.server_pid(web), prefix)

@@ -5,6 +5,8 @@ progress updates 10 ms apart (wider than the 5 ms coalescing window, so each is 
 event), each carrying its send time. Three ways for a client to learn of them:
 
 - ``tasktrail``: tasktrail's SSE endpoint (``/tasks/<id>/events/``).
+- ``tasktrail-django``: the same, served without ``direct_stream_writes`` (a second
+  uvicorn): Django's response iteration writes every event (the change's baseline).
 - ``seeds``: the seeds' stream (seed 000): pub/sub polled with ``get_message(timeout=0.1)``
   in a loop that also checks ``AsyncResult.state``, a thread per client.
 - ``redis``: the floor: the task PUBLISHes (as the seeds do) and the client is a
@@ -32,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import harness
 
-VARIANTS = ("tasktrail", "seeds", "poll", "redis")
+VARIANTS = ("tasktrail", "seeds", "poll", "redis", "tasktrail-django")
+DEFAULT_VARIANTS = ("tasktrail", "seeds", "poll", "redis")
 SPACING = 0.010
 POLL_EVERY = 0.5
 
@@ -115,7 +118,7 @@ def measure(variant: str, port: int, count: int, prefix: str) -> list[float]:
     go = f"{prefix}:go:{uuid.uuid4().hex}"
     style = "seeds" if variant == "redis" else variant
     result = progress_probe.delay(count, SPACING, style, go)
-    if variant == "tasktrail":
+    if variant.startswith("tasktrail"):
         path = f"/tasks/{result.id}/events/?token={make_token(result.id)}"
         latencies = asyncio.run(_stream_latencies(port, path, go, count))
     elif variant == "seeds":
@@ -131,7 +134,7 @@ def measure(variant: str, port: int, count: int, prefix: str) -> list[float]:
 def main() -> int:
     p = harness.parser(__doc__.splitlines()[0])
     p.add_argument("--events", type=int, default=None, help="events per run (1,000; quick 200)")
-    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"of {VARIANTS}")
     p.add_argument("--profile", action="store_true", help="profile uvicorn (tasktrail variant)")
     args = p.parse_args()
     variants = [v for v in args.variants.split(",") if v]
@@ -151,13 +154,20 @@ def main() -> int:
     django.setup()
     worker = harness.start_worker(env)
     web, port = harness.start_uvicorn(env)
+    ports = dict.fromkeys(variants, port)
+    plain_web = None
+    if "tasktrail-django" in variants:
+        plain_web, ports["tasktrail-django"] = harness.start_uvicorn(
+            {**env, "BENCH_DIRECT_WRITES": "0"}, name="web-django"
+        )
+        measure("tasktrail-django", ports["tasktrail-django"], 5, prefix)
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     samples: dict[str, list[float]] = {v: [] for v in variants}
     try:
         measure("tasktrail", port, 5, prefix)  # warm up the server and the worker
         for attempt in range(harness.repeats(args)):
             for variant in variants:
-                latencies = measure(variant, port, count, prefix)
+                latencies = measure(variant, ports[variant], count, prefix)
                 summary = harness.summary_ms(latencies)
                 runs[variant].append(summary)
                 samples[variant].extend(latencies)
@@ -172,6 +182,8 @@ def main() -> int:
             print(f"profile: {target}")
     finally:
         harness.stop(web)
+        if plain_web is not None:
+            harness.stop(plain_web)
         harness.stop(worker)
         harness.cleanup_redis(prefix)
         for suffix in ("", "-wal", "-shm"):

@@ -1,5 +1,6 @@
-"""An ASGI wrapper that bounds request bodies before Django reads them.
+"""ASGI wrappers for Django's application: bounded request bodies, direct stream writes.
 
+**Bounded request bodies.**
 Django's ASGI handler reads a whole request body before any view runs, so a view's own
 limit (a webhook's ``max_body_bytes``) comes too late: a 1 GB body is read to its end
 first, and a ``Content-Length`` larger than the bytes that follow keeps the request
@@ -16,6 +17,17 @@ arriving for ``timeout`` seconds, or is still arriving after ``total_timeout``, 
 answered ``408``. Both in JSON, like the API. Without ``max_bytes``, file uploads
 (``multipart/form-data``) pass through untouched: Django's limit leaves file data out
 and streams files to disk.
+
+**Direct stream writes.** tasktrail's event streams go faster, and one event reaches
+thousands of clients sooner, when the hub writes live events to each client itself
+(:mod:`tasktrail.direct`) rather than through Django's response iteration. That needs
+the server's ``send``, which Django does not hand to views::
+
+    application = direct_stream_writes(limit_request_bodies(get_asgi_application()))
+
+Put it outside wrappers that only read the request, like the two above or Django's
+static files handler. A wrapper between it and Django that rewrites response bodies
+(compression) is noticed, and streams then write through Django as before.
 """
 
 from __future__ import annotations
@@ -25,11 +37,15 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from .direct import SEND_KEY, ServerSend
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# What the wrappers take: any ASGI application, Django's typed as its stubs have it.
+AnyASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_TOTAL_TIMEOUT = 120.0
@@ -68,7 +84,7 @@ def _is_upload(scope: Scope) -> bool:
 
 
 def limit_request_bodies(
-    app: ASGIApp,
+    app: AnyASGIApp,
     *,
     max_bytes: int | None = None,
     timeout: float = DEFAULT_TIMEOUT,
@@ -128,3 +144,17 @@ def limit_request_bodies(
         await app(scope, replay, send)
 
     return bounded
+
+
+def direct_stream_writes(app: AnyASGIApp) -> ASGIApp:
+    """``app`` with the server's ``send`` in each HTTP scope, for the event streams (see
+    the module's docstring)."""
+
+    async def with_send(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        server = ServerSend(send)
+        await app({**scope, SEND_KEY: server}, receive, server)
+
+    return with_send

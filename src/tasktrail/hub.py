@@ -31,6 +31,7 @@ import redis
 
 from . import keys, sentinel
 from .connection import get_async_pubsub, get_async_redis
+from .direct import DirectWriter, Wake
 from .events import Frame
 
 logger = logging.getLogger("tasktrail")
@@ -57,7 +58,11 @@ RESYNC = Resync()
 @dataclass(eq=False)
 class Listener:
     channel: str
-    queue: asyncio.Queue[Frame | Resync] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
+    queue: asyncio.Queue[Frame | Resync | Wake] = field(
+        default_factory=lambda: asyncio.Queue(QUEUE_SIZE)
+    )
+    # Set when the hub may write live frames to the client itself (tasktrail.direct).
+    writer: DirectWriter | None = None
     # The task writing this stream to its client, and since when a write is pending.
     task: asyncio.Task[object] | None = None
     writing_since: float | None = None
@@ -65,6 +70,16 @@ class Listener:
 
     def deliver(self, item: Frame | Resync) -> None:
         if self.cut:
+            return
+        writer = self.writer
+        if writer is not None and writer.idle:
+            # Its task waits on an empty queue: write here, or hand it what it must do.
+            writer.idle = False
+            queued = writer.take(item) if isinstance(item, Frame) else item
+            if queued is None:
+                writer.idle = True
+                return
+            self.queue.put_nowait(queued)
             return
         try:
             self.queue.put_nowait(item)

@@ -23,9 +23,10 @@ from typing import Any, TypeVar
 import django
 import redis
 from django.core.exceptions import RequestAborted
-from django.http import StreamingHttpResponse
+from django.http import HttpRequest, StreamingHttpResponse
 
 from .connection import get_async_redis
+from .direct import FIRST_BYTES, SEND_KEY, DirectWriter, ServerSend, Wake
 from .events import Frame
 from .hub import Listener, Resync, get_hub
 
@@ -94,6 +95,12 @@ def sse_response(body: AsyncIterator[bytes]) -> StreamingHttpResponse:
     return response
 
 
+def server_send(request: HttpRequest) -> ServerSend | None:
+    """The send left by :func:`tasktrail.asgi.direct_stream_writes`, if it wraps Django."""
+    server = getattr(request, "scope", {}).get(SEND_KEY)
+    return server if isinstance(server, ServerSend) else None
+
+
 class SharedReads:
     """Concurrent openers of one stream share one Redis read of it.
 
@@ -156,6 +163,7 @@ def event_stream(
     stops: Callable[[Frame], bool] = lambda frame: frame.is_terminal,
     keepalive: float = 15.0,
     over: bool = False,
+    server: ServerSend | None = None,
 ) -> EventStream:
     """SSE bytes: the opening (snapshot) or the missed backlog, then live events.
 
@@ -163,8 +171,13 @@ def event_stream(
     and whether the stream is already over (a finished run). ``over=True`` says so up
     front: a resumed client gets the backlog, or (if Redis no longer has it) the final
     snapshot, and the stream ends instead of waiting for events that will never come.
+
+    ``server``, the send that Django writes this response with, lets the hub write
+    live events to the client itself (:mod:`tasktrail.direct`).
     """
     listener = Listener(channel)
+    if server is not None:
+        listener.writer = DirectWriter(server, visible, stops)
     body = _stream(stream, listener, last_id, opening, visible, stops, keepalive, over)
     return EventStream(listener, body)
 
@@ -208,7 +221,9 @@ async def _stream(
     hub = get_hub()
     await hub.listen(listener)
     try:
-        yield b"retry: 2000\n\n"
+        yield FIRST_BYTES
+        if listener.writer is not None and not listener.writer.server.verified:
+            listener.writer = None  # something between Django and the server changed it
         async for chunk in _events(
             stream, listener, last_id, opening, visible, stops, keepalive, over
         ):
@@ -279,12 +294,32 @@ async def _events(
                 yield chunk
         return
     order = (0, 0) if last is None else Frame(last, "", "").order
+    writer = listener.writer
+    clock = asyncio.get_running_loop().time
     while True:
+        if writer is not None:
+            # From here until it wakes, the hub writes what comes to the client itself.
+            writer.order, writer.last = order, last
+            writer.idle = listener.queue.empty()
+        timed_out = False
         try:
             async with asyncio.timeout(keepalive):  # no task per event, unlike wait_for
                 first = await listener.queue.get()
         except TimeoutError:
-            yield b": keep-alive\n\n"
+            timed_out = True
+        finally:
+            if writer is not None:
+                writer.idle = False  # before this task writes anything
+                order, last = writer.order, writer.last
+        if writer is not None and (writer.pending is not None or writer.failed is not None):
+            listener.writing_since = clock()  # timed like this task's own writes
+            await writer.settle()
+            listener.writing_since = None
+        if timed_out:
+            if writer is None or not writer.wrote:
+                yield b": keep-alive\n\n"
+            if writer is not None:
+                writer.wrote = False
             continue
         items = [first]
         while not listener.queue.empty() and len(items) < BACKLOG_CHUNK:
@@ -292,6 +327,8 @@ async def _events(
         fresh: list[Frame] = []
         resync = False
         for item in items:
+            if isinstance(item, Wake):
+                continue  # its write was settled above
             if isinstance(item, Resync):
                 resync = True  # what follows it is in the stream too: read from there
                 break

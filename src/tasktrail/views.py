@@ -36,7 +36,7 @@ from .ownership import subject_label
 from .pagination import BadCursor, decode_cursor, page
 from .records import RunData, decode_hash, fields_from_hash, fields_from_model
 from .runs import Run, afind_run
-from .sse import event_stream, read_tail, shared_reads, sse_response
+from .sse import event_stream, read_tail, server_send, shared_reads, sse_response
 from .status import Status
 
 SUBJECT_REPLAY = 500
@@ -176,6 +176,7 @@ async def run_events(request: HttpRequest, run_id: str) -> HttpResponseBase:
             opening=opening,
             keepalive=float(settings.KEEPALIVE_INTERVAL),
             over=run.is_finished,
+            server=server_send(request),
         )
     )
 
@@ -218,6 +219,7 @@ async def subject_events(request: HttpRequest, subject: str) -> HttpResponseBase
             visible=visible,
             stops=lambda frame: False,
             keepalive=float(settings.KEEPALIVE_INTERVAL),
+            server=server_send(request),
         )
     )
 
