@@ -68,3 +68,34 @@ def test_publishing_beside_a_thread_waiting_in_get_loses_nothing() -> None:
     waiting.join(timeout=40)
     assert waited == [1.5]
     assert [r.get(timeout=20) for r in results] == [2 * i for i in range(8 * READ_REPLIES_EVERY)]
+
+
+def _recorded_redis_backend() -> type:
+    from celery.backends.redis import RedisBackend
+
+    from tasktrail.backend import RecordingBackendMixin
+
+    return type("RecordedRedis", (RecordingBackendMixin, RedisBackend), {})
+
+
+RecordedRedis = _recorded_redis_backend()
+
+
+def test_a_team_that_mixes_the_recorder_into_celerys_redis_backend_is_read_for_too() -> None:
+    """The same hang with a team's own backend: the recording mixin on Celery's
+    ``RedisBackend`` (its results kept where they were), in a publisher of its own."""
+    from celery import Celery
+
+    app = Celery("mixin-publisher", broker=settings.CELERY_BROKER_URL, set_as_current=False)
+    app.conf.result_backend = "tests.test_result_subscriptions:RecordedRedis"
+    app.conf.redis_host, app.conf.redis_port, app.conf.redis_db = "127.0.0.1", 6379, 12
+    queue = f"{settings.TASKTRAIL['KEY_PREFIX']}-unconsumed"
+    try:
+        for i in range(1000):  # to a queue no worker reads: only the subscriptions matter
+            app.send_task("tests.never.run", args=[i], queue=queue)
+        assert isinstance(app.backend, RecordedRedis)
+        assert _unread_bytes(app.backend) < 3 * 100 * READ_REPLIES_EVERY
+    finally:
+        with app.connection_for_write() as connection:
+            connection.default_channel.queue_purge(queue)
+        app.close()

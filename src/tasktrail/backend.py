@@ -147,6 +147,39 @@ class _RecordsRuns:
     """What both ways of recording share."""
 
     records_runs = True
+    _published = 0
+
+    def on_task_call(self, producer: Any, task_id: str) -> None:
+        """Celery subscribes the publisher to each task's result channel as it publishes
+        (so a later ``get()`` misses nothing), and only a waiting ``get()`` reads that
+        connection. A process that publishes for long and never waits (a web server)
+        leaves every reply unread until Redis drops the connection (celery/celery#3808,
+        #6963) or the publisher blocks writing to it: the soak's publisher hung after
+        140,000 ``delay()`` calls. So every ``READ_REPLIES_EVERY`` publishes, what Redis
+        has sent is read here, through Celery's own consumer (results land where a
+        later ``get()`` finds them). Backends that do not subscribe are left alone."""
+        super().on_task_call(producer, task_id)  # type: ignore[misc]
+        self._published += 1
+        if self._published % READ_REPLIES_EVERY == 0:
+            self._read_result_replies()
+
+    def _read_result_replies(self) -> None:
+        consumer: Any = getattr(self, "result_consumer", None)  # Celery's async backends
+        if type(getattr(consumer, "drainer", None)) is not Drainer:
+            return  # gevent's and eventlet's drainers read the connection themselves
+        connection = getattr(getattr(consumer, "_pubsub", None), "connection", None)
+        try:
+            for _ in range(4 * READ_REPLIES_EVERY):
+                # The backend is shared by the process's threads, and another one may be
+                # reading this connection in get(): only the raw socket is looked at
+                # here (as Celery's consumer does unlocked); drain_events reads under
+                # the consumer's lock.
+                sock = getattr(connection, "_sock", None)
+                if sock is None or not select.select([sock], [], [], 0)[0]:
+                    return
+                consumer.drain_events(timeout=0)
+        except (redis.RedisError, OSError, ValueError):
+            return  # the next subscribe or get() reconnects, as Celery does
 
     def chord_error_from_stack(self, callback: Any, exc: Any = None) -> Any:
         """Celery's, with the chord body's task name known to the record it creates."""
@@ -204,39 +237,6 @@ class TasktrailBackend(_RecordsRuns, RedisBackend):
             *args, url=None if self._sentinel else redis_url, **kwargs
         )
         self.url = redis_url
-        self._published = 0
-
-    def on_task_call(self, producer: Any, task_id: str) -> None:
-        """Celery subscribes the publisher to each task's result channel as it publishes
-        (so a later ``get()`` misses nothing), and only a waiting ``get()`` reads that
-        connection. A process that publishes for long and never waits (a web server)
-        leaves every reply unread until Redis drops the connection (celery/celery#3808,
-        #6963) or the publisher blocks writing to it: the soak's publisher hung after
-        140,000 ``delay()`` calls. So every ``READ_REPLIES_EVERY`` publishes, what Redis
-        has sent is read here, through Celery's own consumer (results land where a
-        later ``get()`` finds them)."""
-        super().on_task_call(producer, task_id)
-        self._published += 1
-        if self._published % READ_REPLIES_EVERY == 0:
-            self._read_result_replies()
-
-    def _read_result_replies(self) -> None:
-        consumer: Any = getattr(self, "result_consumer")  # noqa: B009 (set by Celery, untyped)
-        if type(consumer.drainer) is not Drainer:
-            return  # gevent's and eventlet's drainers read the connection themselves
-        connection = getattr(getattr(consumer, "_pubsub", None), "connection", None)
-        try:
-            for _ in range(4 * READ_REPLIES_EVERY):
-                # The backend is shared by the process's threads, and another one may be
-                # reading this connection in get(): only the raw socket is looked at
-                # here (as Celery's consumer does unlocked); drain_events reads under
-                # the consumer's lock.
-                sock = getattr(connection, "_sock", None)
-                if sock is None or not select.select([sock], [], [], 0)[0]:
-                    return
-                consumer.drain_events(timeout=0)
-        except (redis.RedisError, OSError, ValueError):
-            return  # the next subscribe or get() reconnects, as Celery does
 
     def _get_pool(self, **params: Any) -> Any:
         if self._sentinel is None:
