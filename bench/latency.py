@@ -5,6 +5,8 @@ progress updates 10 ms apart (wider than the 5 ms coalescing window, so each is 
 event), each carrying its send time. Three ways for a client to learn of them:
 
 - ``tasktrail``: tasktrail's SSE endpoint (``/tasks/<id>/events/``).
+- ``tasktrail-pubsub``: tasktrail's ``progress()``, received as the hub receives it (a
+  bare redis-py asyncio subscriber on the run's channel, no HTTP): the worker's share.
 - ``tasktrail-django``: the same, served without ``direct_stream_writes`` (a second
   uvicorn): Django's response iteration writes every event (the change's baseline).
 - ``seeds``: the seeds' stream (seed 000): pub/sub polled with ``get_message(timeout=0.1)``
@@ -34,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import harness
 
-VARIANTS = ("tasktrail", "seeds", "poll", "redis", "tasktrail-django")
+VARIANTS = ("tasktrail", "seeds", "poll", "redis", "tasktrail-django", "tasktrail-pubsub")
 DEFAULT_VARIANTS = ("tasktrail", "seeds", "poll", "redis")
 SPACING = 0.010
 POLL_EVERY = 0.5
@@ -90,12 +92,21 @@ async def _poll_latencies(port: int, task_id: str, go: str, prefix: str) -> list
     return latencies
 
 
-async def _redis_latencies(task_id: str, go: str, count: int, prefix: str) -> list[float]:
+def _sent_at(data: bytes) -> float:
+    """The send time in a message: the seeds' JSON, or tasktrail's event (its message)."""
+    if data.startswith(b"{"):
+        return float(json.loads(data)["payload"]["sent"])
+    return float(json.loads(data.split(b"\x1f")[2])["message"])
+
+
+async def _redis_latencies(
+    task_id: str, go: str, count: int, prefix: str, channel: str = ""
+) -> list[float]:
     import redis.asyncio as aredis
 
     client = aredis.Redis(host=harness.REDIS_HOST, port=harness.REDIS_PORT, db=13)
     pubsub = client.pubsub(ignore_subscribe_messages=True)
-    await pubsub.subscribe(f"{prefix}:seeds:{task_id}")
+    await pubsub.subscribe(channel or f"{prefix}:seeds:{task_id}")
     harness.redis(13).lpush(go, "1")
     latencies: list[float] = []
     try:
@@ -104,7 +115,10 @@ async def _redis_latencies(task_id: str, go: str, count: int, prefix: str) -> li
             message = await pubsub.get_message(timeout=1.0)
             if message is None:
                 continue  # a timeout, or the subscription's confirmation
-            latencies.append(time.time() - float(json.loads(message["data"])["payload"]["sent"]))
+            data = message["data"]
+            if not data.startswith(b"{") and data.split(b"\x1f")[1] != b"progress":
+                continue  # tasktrail's state events on the same channel
+            latencies.append(time.time() - _sent_at(data))
     finally:
         await pubsub.aclose()
         await client.aclose()
@@ -116,9 +130,15 @@ def measure(variant: str, port: int, count: int, prefix: str) -> list[float]:
     from tasktrail.access import make_token
 
     go = f"{prefix}:go:{uuid.uuid4().hex}"
-    style = "seeds" if variant == "redis" else variant
+    style = "tasktrail" if variant.startswith("tasktrail") else variant
+    style = "seeds" if variant == "redis" else style
     result = progress_probe.delay(count, SPACING, style, go)
-    if variant.startswith("tasktrail"):
+    if variant == "tasktrail-pubsub":
+        from tasktrail import keys
+
+        channel = keys.channel(keys.run_stream(result.id))
+        latencies = asyncio.run(_redis_latencies(result.id, go, count, prefix, channel))
+    elif variant.startswith("tasktrail"):
         path = f"/tasks/{result.id}/events/?token={make_token(result.id)}"
         latencies = asyncio.run(_stream_latencies(port, path, go, count))
     elif variant == "seeds":
