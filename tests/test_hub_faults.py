@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import pytest
 import redis.asyncio as aioredis
 
 from tasktrail import hub as hubs
 from tasktrail.connection import get_async_redis
 from tasktrail.keys import prefix
+
+pytestmark = pytest.mark.once  # the hub and Redis alone: no database, no Django view
 
 
 def _closed_port() -> int:

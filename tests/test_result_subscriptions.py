@@ -22,7 +22,8 @@ from tasktrail.backend import READ_REPLIES_EVERY
 from tests.helpers import eventually
 from tests.testapp.tasks import add, sleepy
 
-pytestmark = pytest.mark.usefixtures("worker")
+# Celery's backend and Redis's replies: neither the database nor Django changes them.
+pytestmark = [pytest.mark.usefixtures("worker"), pytest.mark.once]
 
 
 def _unread_bytes(backend: Any) -> int:
