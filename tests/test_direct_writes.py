@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -19,10 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from django.conf import settings
+from django.test import override_settings
 
-from tasktrail import direct, hub
+from tasktrail import direct, hub, keys
 from tasktrail.access import make_token
 from tasktrail.asgi import direct_stream_writes
+from tasktrail.connection import get_async_redis
 from tasktrail.transitions import apply, stamp
 from tests.asgi import application as wrapped_application
 
@@ -271,10 +275,121 @@ def test_a_client_that_leaves_gets_no_write_after_its_stream_ended() -> None:
             async with asyncio.timeout(10):
                 await request
             written = len(wire.writes)
-            for n in range(2, 11):  # Wire.send fails the test on a write after the end
+            for n in range(2, 11):  # the listener is gone: nothing may be written
                 await asyncio.to_thread(_progress, run_id, n)
             await asyncio.sleep(0.3)
             assert len(wire.writes) == written
             assert not hub.get_hub().listeners  # released
+
+    asyncio.run(scenario())
+
+
+def test_an_unreadable_state_event_stops_neither_the_stream_nor_the_process_reader() -> None:
+    # A state event whose body is not a JSON object: deciding whether it ends the stream
+    # raised inside the hub's reader, which died, and no stream got a live event again.
+    async def scenario() -> None:
+        run_id, wire = _running_run(), Wire()
+        async with _serving(wrapped_application, run_id, wire):
+            await wire.until(lambda: "event: state" in wire.text())
+            await asyncio.sleep(0.2)
+            channel = keys.channel(keys.run_stream(run_id))
+            # Newer than what the client has, older than what comes next.
+            unreadable = f"{int(time.time() * 1000) - 50}-0\x1fstate\x1f[]"
+            await get_async_redis().publish(channel, unreadable)
+            for n in range(1, 4):
+                await asyncio.to_thread(_progress, run_id, n)
+            await wire.until(lambda: _progress_numbers(wire.text())[-1:] == [3])
+            reader = hub.get_hub()._reader
+            assert reader is not None and not reader.done()
+            await asyncio.to_thread(_finish, run_id)
+            await wire.until(lambda: wire.ended)
+        assert _progress_numbers(wire.text()) == [1, 2, 3]
+
+    asyncio.run(scenario())
+
+
+def test_the_keep_alive_counts_from_the_last_write_the_hub_made() -> None:
+    # The task's wait began before the hub wrote; skipping the keep-alive at its timeout
+    # left the client silent for almost twice the interval.
+    interval = 1.0
+
+    async def scenario() -> None:
+        run_id, wire = _running_run(), Wire()
+        times: list[tuple[float, bytes]] = []
+        record = wire.send
+
+        async def timed(message: Message) -> None:
+            await record(message)
+            if message["type"] == "http.response.body":
+                times.append((time.monotonic(), message.get("body", b"")))
+
+        wire.send = timed  # type: ignore[method-assign]
+        async with _serving(wrapped_application, run_id, wire):
+            await wire.until(lambda: "event: state" in wire.text())
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(_progress, run_id, 1)
+            await wire.until(lambda: b": keep-alive" in b"".join(b for _, b in times), 5)
+            await asyncio.to_thread(_finish, run_id)
+            await wire.until(lambda: wire.ended)
+        [written] = [at for at, body in times if b"event: progress" in body]
+        kept = next(at for at, body in times if body.startswith(b": keep-alive") and at > written)
+        assert interval * 0.8 <= kept - written <= interval * 1.4, kept - written
+
+    with override_settings(TASKTRAIL={**settings.TASKTRAIL, "KEEPALIVE_INTERVAL": interval}):
+        asyncio.run(scenario())
+
+
+def _holding_back(app: Any, delay: float) -> Any:
+    """A wrapper that forwards the response through a queue and a task of its own, and
+    holds every body write after the first for ``delay`` (a buffering middleware)."""
+
+    async def forwarding(scope: Any, receive: Any, send: Send) -> None:
+        queue: asyncio.Queue[Message | None] = asyncio.Queue()
+
+        async def forward() -> None:
+            bodies = 0
+            while (message := await queue.get()) is not None:
+                if message["type"] == "http.response.body":
+                    bodies += 1
+                    if bodies > 1:
+                        await asyncio.sleep(delay)
+                await send(message)
+
+        forwarder = asyncio.get_running_loop().create_task(forward())
+
+        async def queued(message: Message) -> None:
+            await queue.put(message)
+            await asyncio.sleep(0)
+
+        try:
+            await app(scope, receive, queued)
+        finally:
+            await queue.put(None)
+            await forwarder
+
+    return forwarding
+
+
+def test_a_wrapper_that_holds_writes_back_is_never_overtaken() -> None:
+    from django.core.asgi import get_asgi_application
+
+    app = direct_stream_writes(_holding_back(get_asgi_application(), delay=0.3))
+
+    async def scenario() -> None:
+        run_id, wire = _running_run(), Wire()
+        async with _serving(app, run_id, wire):
+            await wire.until(lambda: len(wire.writes) >= 1)  # retry: passed at once
+            for n in range(1, 11):  # while the snapshot is still held back
+                await asyncio.to_thread(_progress, run_id, n)
+                await asyncio.sleep(0.05)
+            await wire.until(lambda: _progress_numbers(wire.text())[-1:] == [10], 15)
+            await asyncio.to_thread(_finish, run_id)
+            await wire.until(lambda: wire.ended, 15)
+        text = wire.text()
+        assert text.index("event: state") < text.index("event: progress"), text[:400]
+        # What the snapshot already counted is not sent again: the rest, in order, once.
+        numbers = _progress_numbers(text)
+        assert numbers == list(range(numbers[0], 11)) and numbers[0] <= 3, numbers
+        assert _ids(text) == sorted(set(_ids(text)))
 
     asyncio.run(scenario())

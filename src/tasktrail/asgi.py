@@ -27,7 +27,7 @@ the server's ``send``, which Django does not hand to views::
 
 Put it outside wrappers that only read the request, like the two above or Django's
 static files handler. A wrapper between it and Django that rewrites response bodies
-(compression) is noticed, and streams then write through Django as before.
+(compression) or holds them back is noticed, and streams then write through Django.
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@ response to, unchanged in between: :func:`tasktrail.asgi.direct_stream_writes` w
 Django's application and leaves a :class:`ServerSend` in the scope for the stream
 views. It watches what Django sends through it, and a stream writes directly only
 once its own first bytes (:data:`FIRST_BYTES`) were seen to pass through it as they
-were: a middleware in between that compresses or buffers the body keeps every write
-in Django's hands.
+were: a middleware in between that compresses the body keeps every write in Django's
+hands. It also counts the bytes that reach it, and the hub writes only while the stream's
+task has nothing still on its way (a middleware that holds writes back for a while).
 """
 
 from __future__ import annotations
@@ -37,17 +38,22 @@ FIRST_BYTES = b"retry: 2000\n\n"
 
 class ServerSend:
     """The server's ``send`` for one request, as Django's handler was given it; it
-    notes when a stream's first bytes pass through it unchanged."""
+    notes when a stream's first bytes pass through it unchanged, and counts the body
+    bytes that reached it (a wrapper that holds some back is noticed too)."""
 
-    __slots__ = ("send", "verified")
+    __slots__ = ("passed", "send", "verified")
 
     def __init__(self, send: Send) -> None:
         self.send = send
         self.verified = False
+        self.passed = 0
 
     async def __call__(self, message: MutableMapping[str, Any]) -> None:
-        if not self.verified and message.get("body") == FIRST_BYTES:
-            self.verified = True
+        body = message.get("body")
+        if body:
+            if not self.verified and not self.passed and body == FIRST_BYTES:
+                self.verified = True
+            self.passed += len(body)
         await self.send(message)
 
 
@@ -73,7 +79,10 @@ class DirectWriter:
         # The newest event the client has been given (or skipped as not visible).
         self.order: tuple[int, int] = (0, 0)
         self.last: str | None = None
-        self.wrote = False  # since the task last looked: a keep-alive is not needed
+        # The bytes the stream's task has handed to Django, and when the client was last
+        # written to (by either): the keep-alive counts from there.
+        self.handed = 0
+        self.wrote_at = 0.0
         self.pending: asyncio.Future[None] | None = None
         self.failed: BaseException | None = None
 
@@ -96,7 +105,7 @@ class DirectWriter:
             if asyncio.iscoroutine(sending)
             else asyncio.ensure_future(sending)
         )
-        self.wrote = True
+        self.wrote_at = write.get_loop().time()
         if not write.done():
             # Retrieved even if the stream ends before its task awaits it.
             write.add_done_callback(_retrieve)
@@ -106,6 +115,18 @@ class DirectWriter:
             self.failed = failure
             return WAKE
         return None
+
+    def caught_up(self) -> bool:
+        """Everything the task handed to Django has reached the server, unchanged in
+        size: a direct write now cannot overtake it."""
+        return self.server.verified and self.server.passed == self.handed
+
+    def stop(self) -> None:
+        """The stream ends: no more direct writes, and none left waiting."""
+        self.idle = False
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.cancel()
 
     async def settle(self) -> None:
         """Finish a write the hub began (the task's, before it writes anything)."""

@@ -112,7 +112,10 @@ class Frame:
     def is_terminal(self) -> bool:
         if self.kind != "state":
             return False
-        status = json.loads(self.body).get("status")
+        try:
+            status = json.loads(self.body).get("status")
+        except (ValueError, AttributeError):
+            return False  # a state event nobody can read ends nothing
         return status in FINISHED
 
     @cached_property

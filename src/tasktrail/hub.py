@@ -75,7 +75,10 @@ class Listener:
         if writer is not None and writer.idle:
             # Its task waits on an empty queue: write here, or hand it what it must do.
             writer.idle = False
-            queued = writer.take(item) if isinstance(item, Frame) else item
+            try:
+                queued = writer.take(item) if isinstance(item, Frame) else item
+            except Exception:  # a frame its filters choke on: the stream's task meets it
+                queued = item
             if queued is None:
                 writer.idle = True
                 return
@@ -212,7 +215,10 @@ class Hub:
                 logger.warning("tasktrail: ignoring a malformed event on %s", channel)
                 continue
             for listener in tuple(subscribers):
-                listener.deliver(frame)
+                try:
+                    listener.deliver(frame)
+                except Exception:  # one stream's trouble never stops the others' events
+                    logger.exception("tasktrail: could not hand an event to a stream")
 
     async def _sweep(self) -> None:
         """Cut off clients whose writes are stuck; drop channels nobody listens to."""

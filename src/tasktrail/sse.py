@@ -220,19 +220,27 @@ async def _stream(
 ) -> AsyncIterator[bytes]:
     hub = get_hub()
     await hub.listen(listener)
+    writer = listener.writer
     try:
+        if writer is not None:
+            writer.handed += len(FIRST_BYTES)
         yield FIRST_BYTES
-        if listener.writer is not None and not listener.writer.server.verified:
-            listener.writer = None  # something between Django and the server changed it
+        if writer is not None and not writer.server.verified:
+            listener.writer = writer = None  # something between Django and the server changed it
         async for chunk in _events(
             stream, listener, last_id, opening, visible, stops, keepalive, over
         ):
+            if writer is not None:
+                writer.handed += len(chunk)
+                writer.wrote_at = asyncio.get_running_loop().time()
             yield chunk
     except redis.RedisError:
         # Redis went away: end the stream; the browser reconnects with its last id and
         # resumes once Redis answers (the status endpoint reads the database meanwhile).
         return
     finally:
+        if writer is not None:
+            writer.stop()
         await hub.unlisten(listener)
 
 
@@ -297,13 +305,16 @@ async def _events(
     writer = listener.writer
     clock = asyncio.get_running_loop().time
     while True:
+        wait = keepalive
         if writer is not None:
-            # From here until it wakes, the hub writes what comes to the client itself.
+            # From here until it wakes, the hub writes what comes to the client itself
+            # (once what this task wrote is out: a wrapper may hold some back a while).
             writer.order, writer.last = order, last
-            writer.idle = listener.queue.empty()
+            writer.idle = listener.queue.empty() and writer.caught_up()
+            wait = max(0.0, keepalive - (clock() - writer.wrote_at))
         timed_out = False
         try:
-            async with asyncio.timeout(keepalive):  # no task per event, unlike wait_for
+            async with asyncio.timeout(wait):  # no task per event, unlike wait_for
                 first = await listener.queue.get()
         except TimeoutError:
             timed_out = True
@@ -316,10 +327,9 @@ async def _events(
             await writer.settle()
             listener.writing_since = None
         if timed_out:
-            if writer is None or not writer.wrote:
-                yield b": keep-alive\n\n"
-            if writer is not None:
-                writer.wrote = False
+            if writer is not None and clock() - writer.wrote_at < keepalive:
+                continue  # the hub wrote meanwhile: the silence is shorter than that
+            yield b": keep-alive\n\n"
             continue
         items = [first]
         while not listener.queue.empty() and len(items) < BACKLOG_CHUNK:
