@@ -159,6 +159,12 @@ def _ids(text: str) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in (i.split("-") for i in found)]
 
 
+async def _waiting(wire: Wire, settle: float = 0.2) -> None:
+    """Until the snapshot is out and the stream waits for events."""
+    await wire.until(lambda: "event: state" in wire.text())
+    await asyncio.sleep(settle)
+
+
 def _ways(wire: Wire, marker: bytes) -> set[str]:
     return {way for way, body in wire.writes if marker in body}
 
@@ -167,8 +173,7 @@ def test_live_events_go_straight_to_the_client_in_order_and_the_end_through_djan
     async def scenario() -> None:
         run_id, wire = _running_run(), Wire()
         async with _serving(wrapped_application, run_id, wire):
-            await wire.until(lambda: "event: state" in wire.text())
-            await asyncio.sleep(0.2)  # the stream waits for events
+            await _waiting(wire)
             for n in range(1, 51):
                 await asyncio.to_thread(_progress, run_id, n)
             await wire.until(lambda: _progress_numbers(wire.text())[-1:] == [50])
@@ -177,7 +182,7 @@ def test_live_events_go_straight_to_the_client_in_order_and_the_end_through_djan
         text = wire.text()
         assert _progress_numbers(text) == list(range(1, 51))
         assert _ids(text) == sorted(set(_ids(text)))  # in order, none twice
-        progress_ways = {way for way, body in wire.writes if b"event: progress" in body}
+        progress_ways = _ways(wire, b"event: progress")
         assert progress_ways == {"direct"}, "the hub did not write the live events itself"
         assert _ways(wire, b"SUCCESSFUL") == {"django"}  # the end: the task's, then the close
         assert wire.writes[-1] == ("django", b"")
@@ -232,8 +237,7 @@ def test_a_write_the_client_does_not_take_holds_the_rest_behind_it_in_order() ->
     async def scenario() -> None:
         run_id, wire = _running_run(), Wire()
         async with _serving(wrapped_application, run_id, wire):
-            await wire.until(lambda: "event: state" in wire.text())
-            await asyncio.sleep(0.2)
+            await _waiting(wire)
             wire.held = asyncio.Event()  # the client stops reading
             await asyncio.to_thread(_progress, run_id, 1)
             await asyncio.sleep(0.2)
@@ -257,8 +261,7 @@ def test_a_write_the_client_does_not_take_holds_the_rest_behind_it_in_order() ->
         text = wire.text()
         assert _progress_numbers(text) == list(range(1, 41))
         assert _ids(text) == sorted(set(_ids(text)))
-        late = {way for way, body in wire.writes if b'"current":40' in body}
-        assert late == {"direct"}
+        assert _ways(wire, b'"current":40') == {"direct"}
 
     asyncio.run(scenario())
 
@@ -267,8 +270,7 @@ def test_a_client_that_leaves_gets_no_write_after_its_stream_ended() -> None:
     async def scenario() -> None:
         run_id, wire = _running_run(), Wire()
         async with _serving(wrapped_application, run_id, wire) as request:
-            await wire.until(lambda: "event: state" in wire.text())
-            await asyncio.sleep(0.2)
+            await _waiting(wire)
             await asyncio.to_thread(_progress, run_id, 1)
             await wire.until(lambda: _progress_numbers(wire.text()) == [1])
             wire.gone.set()  # the client goes away
@@ -290,8 +292,7 @@ def test_an_unreadable_state_event_stops_neither_the_stream_nor_the_process_read
     async def scenario() -> None:
         run_id, wire = _running_run(), Wire()
         async with _serving(wrapped_application, run_id, wire):
-            await wire.until(lambda: "event: state" in wire.text())
-            await asyncio.sleep(0.2)
+            await _waiting(wire)
             channel = keys.channel(keys.run_stream(run_id))
             # Newer than what the client has, older than what comes next.
             unreadable = f"{int(time.time() * 1000) - 50}-0\x1fstate\x1f[]"
@@ -325,8 +326,7 @@ def test_the_keep_alive_counts_from_the_last_write_the_hub_made() -> None:
 
         wire.send = timed  # type: ignore[method-assign]
         async with _serving(wrapped_application, run_id, wire):
-            await wire.until(lambda: "event: state" in wire.text())
-            await asyncio.sleep(0.5)
+            await _waiting(wire, 0.5)
             await asyncio.to_thread(_progress, run_id, 1)
             await wire.until(lambda: b": keep-alive" in b"".join(b for _, b in times), 5)
             await asyncio.to_thread(_finish, run_id)

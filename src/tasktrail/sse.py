@@ -221,6 +221,7 @@ async def _stream(
     hub = get_hub()
     await hub.listen(listener)
     writer = listener.writer
+    clock = asyncio.get_running_loop().time
     try:
         if writer is not None:
             writer.handed += len(FIRST_BYTES)
@@ -232,7 +233,7 @@ async def _stream(
         ):
             if writer is not None:
                 writer.handed += len(chunk)
-                writer.wrote_at = asyncio.get_running_loop().time()
+                writer.wrote_at = clock()
             yield chunk
     except redis.RedisError:
         # Redis went away: end the stream; the browser reconnects with its last id and
